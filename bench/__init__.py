@@ -1,0 +1,28 @@
+"""spurbench: compare methods for robustness to spurious correlations on frozen features.
+
+This module is the public API: plugins import only what is exported here.
+"""
+
+from bench.dataset import Dataset, DatasetOptions
+from bench.errors import UserError
+from bench.heads import HeadFactory, LinearHead, PromptHead
+from bench.method import Context, Method
+from bench.metrics import Metrics
+from bench.metrics import compute as compute_metrics
+from bench.predictor import Predictor
+from bench.registry import dataset, method, variant
+from bench.samplers import Sampler, group_balanced_weights
+from bench.space import Choice, Float, Int, training_space
+from bench.spec import DatasetSpec, EvalGroups
+from bench.store import FeatureSplit, FeatureStore
+from bench.trainer import Hooks, NonFiniteLoss, TrainConfig, Trainer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Choice", "Context", "Dataset", "DatasetOptions", "DatasetSpec", "EvalGroups",
+    "FeatureSplit", "FeatureStore", "Float", "HeadFactory", "Hooks", "Int", "LinearHead",
+    "Method", "Metrics", "NonFiniteLoss", "Predictor", "PromptHead", "Sampler", "TrainConfig",
+    "Trainer", "UserError", "__version__", "compute_metrics", "dataset", "group_balanced_weights",
+    "method", "training_space", "variant",
+]

@@ -1,0 +1,130 @@
+"""The `bench` command line: parse, call the library, print. Nothing else lives here."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from bench.errors import UserError
+
+app = typer.Typer(
+    help="spurbench: compare methods for robustness to spurious correlations.\n\n"
+    "Example:  bench run --methods erm --dataset synthetic",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+methods_app = typer.Typer(help="List method plugins.\n\nExample:  bench methods list", no_args_is_help=True)
+datasets_app = typer.Typer(help="List dataset plugins.\n\nExample:  bench datasets list", no_args_is_help=True)
+app.add_typer(methods_app, name="methods")
+app.add_typer(datasets_app, name="datasets")
+
+out = Console()
+err = Console(stderr=True)
+
+PluginsOpt = typer.Option(
+    None, "--plugins", help="Extra plugin folder (repeatable).", exists=False
+)
+
+
+def _csv(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise UserError("--methods: give at least one method name, e.g. --methods erm,jtt")
+    return names
+
+
+@app.command(
+    help="Tune and evaluate methods on a dataset; print and save a leaderboard.\n\n"
+    "Example:  bench run --methods erm,sfr --dataset synthetic --trials 8 --seeds 3"
+)
+def run(
+    methods: str = typer.Option(None, "--methods", "-m", help="Comma-separated methods (default: all)."),
+    dataset: str = typer.Option("synthetic", "--dataset", "-d", help="Dataset plugin name."),
+    trials: int = typer.Option(8, "--trials", min=0, help="Optuna trials per method (0: defaults)."),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="Final seeds for the best parameters."),
+    out_dir: Path = typer.Option(None, "--out", help="Run directory (default runs/<dataset>-<hash>)."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run directories go."),
+    encoder: str = typer.Option(None, "--encoder", help="identity | openclip:MODEL:PRETRAINED."),
+    head: str = typer.Option("auto", "--head", help="auto | linear | prompt."),
+    selection: str = typer.Option("worst-group", "--selection", help="worst-group | worst-class | average."),
+    params: list[str] = typer.Option(None, "--params", help="Fix METHOD.NAME=VALUE (repeatable)."),
+    dataset_opt: list[str] = typer.Option(None, "--dataset-opt", help="Dataset option KEY=VALUE (repeatable)."),
+    data_root: Path = typer.Option(None, "--data-root", help="Where datasets live (or $SPURBENCH_DATA)."),
+    storage: str = typer.Option(None, "--storage", help="Optuna storage URL (default: SQLite in the run dir)."),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: SQLite in the run dir)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    timeout: float = typer.Option(None, "--timeout", min=0, help="Seconds of tuning per method."),
+    plugins: list[Path] = PluginsOpt,
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+) -> None:
+    from bench.leaderboard import print_board
+    from bench.runner import RunConfig, parse_dataset_opts
+    from bench.runner import run as run_benchmark
+
+    cfg = RunConfig(
+        dataset=dataset, methods=_csv(methods), dataset_opts=parse_dataset_opts(dataset_opt or []),
+        data_root=data_root, encoder=encoder, head=head, selection=selection, trials=trials,
+        seeds=seeds, params=list(params or []), out=out_dir, runs_dir=runs_dir, storage=storage,
+        tracking_uri=tracking_uri, device=device, plugins=list(plugins or []), timeout=timeout,
+        progress=not no_progress,
+    )
+    result = run_benchmark(cfg, console=err)
+    print_board(result.board, out)
+    out.print(f"run directory: {result.run_dir}  (leaderboard.md, results.parquet, mlflow.db)")
+
+
+@methods_app.command(
+    "list", help="List methods with their description and the group labels they need.\n\n"
+    "Example:  bench methods list --plugins ./my_methods"
+)
+def methods_list(plugins: list[Path] = PluginsOpt) -> None:
+    from rich.table import Table
+
+    from bench import registry
+
+    registry.load_plugins(plugins or [])
+    table = Table("method", "description", "group labels needed")
+    for name, entry in registry.methods().items():
+        table.add_row(name, entry.description, ",".join(sorted(entry.group_labels)) or "none")
+    out.print(table)
+
+
+@datasets_app.command(
+    "list", help="List datasets, whether each is embedded (no download) and its options.\n\n"
+    "Example:  bench datasets list"
+)
+def datasets_list(plugins: list[Path] = PluginsOpt) -> None:
+    from rich.table import Table
+
+    from bench import registry
+
+    registry.load_plugins(plugins or [])
+    table = Table("dataset", "description", "embedded", "how to get it")
+    for name, cls in registry.datasets().items():
+        table.add_row(name, cls.description, "yes" if cls.embedded else "no",
+                      "built in" if cls.embedded else cls.download_hint)
+    out.print(table)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except UserError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted: completed trials and seeds are saved; re-run the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

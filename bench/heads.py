@@ -1,0 +1,84 @@
+"""Heads trained on frozen features: a linear head, and the CLIP prompt head.
+
+The prompt head keeps CLIP's zero-shot geometry: z = normalize(P h), logits = s · z Tᵀ,
+with P initialised from the encoder's visual projection (identity when h is already
+projected) and T the normalised, prompt-ensembled class text embeddings (fixed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from bench.errors import UserError
+
+HEAD_KINDS = ("auto", "linear", "prompt")
+
+
+class LinearHead(nn.Module):
+    def __init__(self, dim: int, n_classes: int, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, n_classes)
+        bound = 1.0 / dim**0.5
+        with torch.no_grad():
+            w = torch.rand(n_classes, dim, generator=generator) * 2 * bound - bound
+            self.linear.weight.copy_(w)
+            self.linear.bias.zero_()
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.linear(h)
+
+
+class PromptHead(nn.Module):
+    def __init__(
+        self, text: torch.Tensor, projection: torch.Tensor | None, dim: int, logit_scale: float
+    ) -> None:
+        super().__init__()
+        out_dim = text.shape[1]
+        if projection is None:
+            if out_dim != dim:
+                raise UserError(
+                    f"prompt head: feature dim {dim} != text dim {out_dim} and no projection"
+                )
+            projection = torch.eye(dim)
+        self.proj = nn.Parameter(projection.detach().clone().to(torch.float32))
+        self.register_buffer("text", nn.functional.normalize(text.detach().float(), dim=1))
+        self.logit_scale = float(logit_scale)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        z = nn.functional.normalize(h @ self.proj.T, dim=1)
+        return self.logit_scale * z @ self.text.T
+
+
+@dataclass
+class HeadFactory:
+    """Makes fresh heads for one FeatureStore; `kind='auto'` picks prompt when text exists."""
+
+    dim: int
+    n_classes: int
+    device: torch.device
+    text: torch.Tensor | None = None
+    projection: torch.Tensor | None = None
+    logit_scale: float = 100.0
+    kind: str = "auto"
+
+    @property
+    def resolved_kind(self) -> str:
+        if self.kind == "auto":
+            return "prompt" if self.text is not None else "linear"
+        if self.kind == "prompt" and self.text is None:
+            raise UserError("--head prompt needs class text embeddings; this encoder has none")
+        if self.kind not in HEAD_KINDS:
+            raise UserError(f"--head {self.kind}: expected one of {', '.join(HEAD_KINDS)}")
+        return self.kind
+
+    def make(self, generator: torch.Generator | None = None) -> nn.Module:
+        if self.resolved_kind == "prompt":
+            assert self.text is not None
+            proj = None if self.projection is None else self.projection.cpu()
+            head: nn.Module = PromptHead(self.text.cpu(), proj, self.dim, self.logit_scale)
+        else:
+            head = LinearHead(self.dim, self.n_classes, generator)
+        return head.to(self.device)

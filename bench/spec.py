@@ -1,0 +1,130 @@
+"""The dataset data model: what every dataset plugin returns, whatever its source format."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from bench.errors import UserError
+
+SPLITS = ("train", "val", "test")
+REQUIRED_COLUMNS = ("id", "item", "y", "a", "split")
+
+
+@dataclass
+class EvalGroups:
+    """Evaluation groups as boolean masks over all rows; groups may overlap (CivilComments)."""
+
+    names: list[str]
+    masks: np.ndarray  # bool [G, N], aligned with DatasetSpec.metadata rows
+
+
+@dataclass
+class DatasetSpec:
+    """A dataset: polars metadata (id, item, y, a, split[, g]) plus what the encoders need.
+
+    `item` is an image path, a text, or a row index into `features` for feature datasets.
+    Training groups are column `g` when present, else the (y, a) pair y * n_attrs + a.
+    Evaluation groups default to the (y, a) pairs; `eval_groups` overrides them.
+    """
+
+    name: str
+    metadata: pl.DataFrame
+    class_names: list[str]
+    attr_names: list[str]
+    item_kind: str = "features"  # features | image | text
+    prompt_templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
+    eval_groups: EvalGroups | None = None
+    group_names: list[str] | None = None  # training-group names when column g is given
+    features: np.ndarray | None = None  # [N, D] for item_kind == "features"
+    class_text_embeddings: np.ndarray | None = None  # [C, D], prompt-ensembled, for prompt heads
+    bayes_wga: float | None = None  # analytic ceiling on test worst-group accuracy, if known
+    synthetic: bool = False  # True when the data itself is generated, not collected
+    root: str | None = None  # where images live, for item_kind == "image"
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def n_attrs(self) -> int:
+        return len(self.attr_names)
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.train_group_names())
+
+    def train_group_names(self) -> list[str]:
+        if self.group_names is not None:
+            return list(self.group_names)
+        return [f"y={c},a={a}" for c in self.class_names for a in self.attr_names]
+
+    def train_groups(self) -> np.ndarray:
+        md = self.metadata
+        if "g" in md.columns:
+            return md["g"].to_numpy().astype(np.int64)
+        return (md["y"].to_numpy() * self.n_attrs + md["a"].to_numpy()).astype(np.int64)
+
+    def evaluation_groups(self) -> EvalGroups:
+        if self.eval_groups is not None:
+            return self.eval_groups
+        g = (self.metadata["y"].to_numpy() * self.n_attrs + self.metadata["a"].to_numpy())
+        names = [f"y={c},a={a}" for c in self.class_names for a in self.attr_names]
+        masks = np.stack([g == k for k in range(len(names))]) if names else np.zeros((0, len(g)))
+        return EvalGroups(names=names, masks=masks.astype(bool))
+
+    def split_mask(self, split: str) -> np.ndarray:
+        return (self.metadata["split"] == split).to_numpy()
+
+    def validate(self) -> None:
+        md = self.metadata
+        src = f"dataset '{self.name}'"
+        missing = [c for c in REQUIRED_COLUMNS if c not in md.columns]
+        if missing:
+            raise UserError(f"{src}: metadata lacks column(s) {', '.join(missing)}")
+        bad_split = md.filter(~pl.col("split").is_in(list(SPLITS)))
+        if bad_split.height:
+            raise UserError(
+                f"{src}: column 'split' has value {bad_split['split'][0]!r} "
+                f"(row id {bad_split['id'][0]}); expected train, val or test"
+            )
+        for col, n in (("y", self.n_classes), ("a", self.n_attrs)):
+            bad = md.filter((pl.col(col) < 0) | (pl.col(col) >= n))
+            if bad.height:
+                raise UserError(
+                    f"{src}: label {col}={bad[col][0]} out of range 0..{n - 1} (row id {bad['id'][0]})"
+                )
+        if "g" in md.columns:
+            bad = md.filter((pl.col("g") < 0) | (pl.col("g") >= self.n_groups))
+            if bad.height:
+                raise UserError(f"{src}: group g={bad['g'][0]} out of range (row id {bad['id'][0]})")
+        for split in SPLITS:
+            if not self.split_mask(split).any():
+                raise UserError(f"{src}: split '{split}' is empty")
+        train_g = self.train_groups()[self.split_mask("train")]
+        counts = np.bincount(train_g, minlength=self.n_groups)
+        empty = [self.train_group_names()[k] for k in np.flatnonzero(counts == 0)]
+        if empty:
+            raise UserError(f"{src}: training group(s) {', '.join(empty)} have no examples")
+        if self.item_kind == "features":
+            if self.features is None or len(self.features) != md.height:
+                raise UserError(f"{src}: feature matrix does not match metadata rows")
+
+    def fingerprint(self) -> str:
+        """Content hash of metadata (and features when embedded): keys caches and results."""
+        h = hashlib.sha256()
+        h.update(self.name.encode())
+        h.update(self.metadata.select(REQUIRED_COLUMNS).write_csv().encode())
+        h.update(repr((self.class_names, self.attr_names, self.prompt_templates)).encode())
+        if self.features is not None:
+            h.update(np.ascontiguousarray(self.features, dtype=np.float32).tobytes())
+        if self.class_text_embeddings is not None:
+            h.update(np.ascontiguousarray(self.class_text_embeddings, dtype=np.float32).tobytes())
+        return h.hexdigest()[:16]

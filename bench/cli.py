@@ -24,7 +24,7 @@ datasets_app = typer.Typer(help="List dataset plugins.\n\nExample:  bench datase
 app.add_typer(methods_app, name="methods")
 app.add_typer(datasets_app, name="datasets")
 
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 PluginsOpt = typer.Option(

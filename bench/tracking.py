@@ -32,8 +32,10 @@ class Tracker:
     """A thin MlflowClient wrapper holding the parent run of one `bench run`."""
 
     def __init__(self, uri: str, experiment: str, parent_run_id: str | None = None) -> None:
-        logging.getLogger("alembic").setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient
+
+        for name in ("alembic", "mlflow"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)

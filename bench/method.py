@@ -33,6 +33,10 @@ class Method:
     def search_space(self) -> dict[str, Param]:
         return {}
 
+    def unsupported(self, store: FeatureStore) -> str | None:
+        """Why this method cannot run on `store` (e.g. no text tower), or None."""
+        return None
+
     def fit(self, train: FeatureSplit, val: FeatureSplit, ctx: Context) -> Predictor:
         raise NotImplementedError
 

@@ -9,9 +9,12 @@ from torch import nn
 class Predictor:
     """Wraps a head module; evaluation is in eval mode, without grad, in large batches."""
 
-    def __init__(self, module: nn.Module, batch_size: int = 65536) -> None:
+    def __init__(
+        self, module: nn.Module, batch_size: int = 65536, info: dict | None = None
+    ) -> None:
         self.module = module
         self.batch_size = batch_size
+        self.info = info or {}  # what a method wants inspected: error sets, weights, q
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ class MethodEntry:
     fixed: dict[str, Any] = field(default_factory=dict)
     base: str | None = None
     source: str = ""
+    labels: frozenset[str] | None = None  # a variant may need fewer group labels than its base
 
     def create(self) -> Method:
         return self.cls()
@@ -40,7 +41,7 @@ class MethodEntry:
 
     @property
     def group_labels(self) -> frozenset[str]:
-        return frozenset(self.cls.group_labels)
+        return frozenset(self.cls.group_labels if self.labels is None else self.labels)
 
 
 _METHODS: dict[str, MethodEntry] = {}
@@ -70,7 +71,13 @@ def method(cls: type[Method]) -> type[Method]:
     return cls
 
 
-def variant(name: str, base: type[Method], fixed: dict[str, Any], description: str) -> None:
+def variant(
+    name: str,
+    base: type[Method],
+    fixed: dict[str, Any],
+    description: str,
+    group_labels: frozenset[str] | None = None,
+) -> None:
     """Register a named variant: the base method with some hyperparameters fixed."""
     space = base().search_space()
     bad = [k for k in fixed if k not in space]
@@ -78,7 +85,9 @@ def variant(name: str, base: type[Method], fixed: dict[str, Any], description: s
         raise UserError(f"variant '{name}' fixes unknown parameter(s) {bad} of '{base.name}'")
     source = _source_of(base)
     _check_new("method", name, _METHODS, source)
-    _METHODS[name] = MethodEntry(name, base, description, dict(fixed), base.name, source)
+    _METHODS[name] = MethodEntry(
+        name, base, description, dict(fixed), base.name, source, group_labels
+    )
 
 
 def dataset(cls: type[Dataset]) -> type[Dataset]:

@@ -26,7 +26,7 @@ EpochFn = Callable[[int, nn.Module], None]
 @dataclass
 class TrainConfig:
     epochs: int = 20
-    lr: float = 1e-3
+    lr: float = 1e-2
     weight_decay: float = 1e-4
     batch_size: int = 256
     optimizer: str = "adamw"  # adamw | sgd

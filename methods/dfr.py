@@ -1,0 +1,101 @@
+"""dfr: Deep Feature Reweighting, DFR^Val_Tr (Kirichenko et al. 2022).
+
+Features are standardised (statistics of the validation split). An L1 logistic regression
+(scikit-learn, liblinear) is trained on a group-balanced subsample of one half of the
+validation split and scored by worst-group accuracy on the other half, both ways round,
+for each C in the grid; with the best C, the final model averages the coefficients of
+`n_retrains` fits on group-balanced subsamples of the whole validation split. It trains
+on validation data only, so it is reported on test only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import sklearn
+import torch
+from sklearn.linear_model import LogisticRegression
+
+import bench
+
+C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
+
+
+def balanced_indices(g: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    groups = np.unique(g)
+    n_min = min(int((g == k).sum()) for k in groups)
+    return np.concatenate([rng.choice(np.flatnonzero(g == k), n_min, replace=False) for k in groups])
+
+
+def l1_logistic(c: float, seed: int) -> LogisticRegression:
+    """L1-penalised logistic regression; scikit-learn 1.8 renamed penalty="l1" to l1_ratio=1."""
+    major, minor = (int(v) for v in sklearn.__version__.split(".")[:2])
+    penalty = {"l1_ratio": 1.0} if (major, minor) >= (1, 8) else {"penalty": "l1"}
+    return LogisticRegression(C=c, solver="liblinear", random_state=seed, **penalty)
+
+
+def fit_lr(x: np.ndarray, y: np.ndarray, c: float, seed: int) -> LogisticRegression:
+    return l1_logistic(c, seed).fit(x, y)
+
+
+def worst_group_acc(model: LogisticRegression, x: np.ndarray, y: np.ndarray, g: np.ndarray) -> float:
+    hit = model.predict(x) == y
+    return min(float(hit[g == k].mean()) for k in np.unique(g))
+
+
+def as_logit_weights(coef: np.ndarray, intercept: np.ndarray, n_classes: int):  # noqa: ANN201
+    """sklearn's binary model has one row (class 1 vs 0): logits [0, w·x + b]."""
+    if n_classes == 2 and coef.shape[0] == 1:
+        return np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    return coef, intercept
+
+
+@bench.method
+class DFR(bench.Method):
+    name = "dfr"
+    description = "Deep Feature Reweighting: L1 logistic regression on balanced validation data"
+    group_labels = frozenset({"val"})
+    paper = "Kirichenko et al. 2022, Last Layer Re-Training is Sufficient for Robustness to Spurious Correlations"
+
+    def search_space(self) -> dict:
+        return {}
+
+    def fit(self, train, val, ctx):
+        n_retrains = int(ctx.params.get("n_retrains", 20))
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator))
+        rng = np.random.default_rng(seed)
+        x = val.x.cpu().numpy().astype(np.float64)
+        y = val.y.cpu().numpy()
+        g = val.g.cpu().numpy()
+        mean, scale = x.mean(0), x.std(0) + 1e-8
+        xs = (x - mean) / scale
+
+        order = rng.permutation(len(y))
+        halves = (order[: len(y) // 2], order[len(y) // 2 :])
+        scores = {}
+        for c in C_GRID:
+            accs = []
+            for a, b in (halves, halves[::-1]):
+                pick = a[balanced_indices(g[a], rng)]
+                model = fit_lr(xs[pick], y[pick], c, seed)
+                accs.append(worst_group_acc(model, xs[b], y[b], g[b]))
+            scores[c] = float(np.mean(accs))
+        best_c = max(C_GRID, key=lambda c: (scores[c], -c))
+
+        coefs, intercepts = [], []
+        for _ in range(n_retrains):
+            pick = balanced_indices(g, rng)
+            model = fit_lr(xs[pick], y[pick], best_c, seed)
+            coefs.append(model.coef_.copy())
+            intercepts.append(model.intercept_.copy())
+        coef, intercept = np.mean(coefs, axis=0), np.mean(intercepts, axis=0)
+        w, b = as_logit_weights(coef, intercept, val.n_classes)
+        # fold the standardisation into one linear layer over raw features
+        w_raw = w / scale
+        b_raw = b - (w_raw * mean).sum(axis=1)
+        head = torch.nn.Linear(x.shape[1], w.shape[0])
+        with torch.no_grad():
+            head.weight.copy_(torch.as_tensor(w_raw, dtype=torch.float32))
+            head.bias.copy_(torch.as_tensor(b_raw, dtype=torch.float32))
+        info = {"C": best_c, "cv_wga": scores, "coefs": coefs, "intercepts": intercepts,
+                "coef": coef, "intercept": intercept, "mean": mean, "scale": scale}
+        return bench.Predictor(head.to(ctx.device), info=info)

@@ -1,0 +1,33 @@
+"""Shared test helpers: small runs of the real harness, CLI invocation, plugin files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SMALL = ["--dataset-opt", "n_train=1200", "--dataset-opt", "n_val=400", "--dataset-opt", "n_test=800"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("SPURBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "feature-cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def bench_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None):
+    """Run the real `bench` entry point in a subprocess (exit codes and stderr as a user sees)."""
+    return subprocess.run(
+        [sys.executable, "-c", "from bench.cli import main; main()", *args],
+        capture_output=True, text=True, cwd=cwd, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def default_params(entry) -> dict:
+    params = {k: p.default for k, p in entry.create().search_space().items()}
+    params.update(entry.fixed)
+    return params

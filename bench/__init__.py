@@ -3,8 +3,20 @@
 This module is the public API: plugins import only what is exported here.
 """
 
+from bench.batched import fit_batched
+from bench.cache import cache_dir
 from bench.dataset import Dataset, DatasetOptions
 from bench.errors import UserError
+from bench.formats import (
+    check_image_files,
+    data_base,
+    find_data_dir,
+    int_column,
+    read_csv_table,
+    spec_from_source,
+    split_column,
+    wilds_download,
+)
 from bench.heads import HeadFactory, LinearHead, PromptHead
 from bench.method import Context, Method
 from bench.metrics import Metrics
@@ -25,4 +37,9 @@ __all__ = [
     "Method", "Metrics", "NonFiniteLoss", "Predictor", "PromptHead", "Sampler", "TrainConfig",
     "Trainer", "UserError", "__version__", "compute_metrics", "dataset", "group_balanced_weights",
     "method", "training_space", "variant",
+    # dataset formats and the cache folder (dataset plugins)
+    "cache_dir", "check_image_files", "data_base", "find_data_dir", "int_column",
+    "read_csv_table", "spec_from_source", "split_column", "wilds_download",
+    # many configurations in one pass (methods' fit_batched)
+    "fit_batched",
 ]

@@ -9,6 +9,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from bench.cli_data import register as register_data_commands
+from bench.cli_report import register as register_report_commands
+from bench.cli_worker import register as register_worker_command
 from bench.errors import UserError
 
 app = typer.Typer(
@@ -23,6 +26,9 @@ methods_app = typer.Typer(help="List method plugins.\n\nExample:  bench methods 
 datasets_app = typer.Typer(help="List dataset plugins.\n\nExample:  bench datasets list", no_args_is_help=True)
 app.add_typer(methods_app, name="methods")
 app.add_typer(datasets_app, name="datasets")
+register_report_commands(app)
+register_data_commands(app, datasets_app)
+register_worker_command(app)
 
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
@@ -50,6 +56,7 @@ def run(
     dataset: str = typer.Option("synthetic", "--dataset", "-d", help="Dataset plugin name."),
     trials: int = typer.Option(8, "--trials", min=0, help="Optuna trials per method (0: defaults)."),
     seeds: int = typer.Option(3, "--seeds", min=1, help="Final seeds for the best parameters."),
+    seed_offset: int = typer.Option(0, "--seed-offset", min=0, help="First final seed (default 0)."),
     out_dir: Path = typer.Option(None, "--out", help="Run directory (default runs/<dataset>-<hash>)."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run directories go."),
     encoder: str = typer.Option(None, "--encoder", help="identity | openclip:MODEL:PRETRAINED."),
@@ -58,12 +65,25 @@ def run(
     params: list[str] = typer.Option(None, "--params", help="Fix METHOD.NAME=VALUE (repeatable)."),
     dataset_opt: list[str] = typer.Option(None, "--dataset-opt", help="Dataset option KEY=VALUE (repeatable)."),
     data_root: Path = typer.Option(None, "--data-root", help="Where datasets live (or $SPURBENCH_DATA)."),
-    storage: str = typer.Option(None, "--storage", help="Optuna storage URL (default: SQLite in the run dir)."),
+    storage: str = typer.Option(
+        None, "--storage", envvar="SPURBENCH_STORAGE",
+        help="Optuna storage: postgresql://..., journal:PATH (default: SQLite in the run dir).",
+    ),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: SQLite in the run dir)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     timeout: float = typer.Option(None, "--timeout", min=0, help="Seconds of tuning per method."),
     plugins: list[Path] = PluginsOpt,
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    encode_batch_size: int = typer.Option(
+        256, "--encode-batch-size", min=1, help="Images or texts per encoder batch."
+    ),
+    encode_workers: int = typer.Option(
+        None, "--encode-workers", min=0, help="DataLoader workers for encoding (default: auto)."
+    ),
+    parallel_trials: int = typer.Option(
+        1, "--parallel-trials", min=1,
+        help="Trials per tuning round, trained as one batched computation (and final seeds).",
+    ),
 ) -> None:
     from bench.leaderboard import print_board
     from bench.runner import RunConfig, parse_dataset_opts
@@ -72,9 +92,11 @@ def run(
     cfg = RunConfig(
         dataset=dataset, methods=_csv(methods), dataset_opts=parse_dataset_opts(dataset_opt or []),
         data_root=data_root, encoder=encoder, head=head, selection=selection, trials=trials,
-        seeds=seeds, params=list(params or []), out=out_dir, runs_dir=runs_dir, storage=storage,
+        seeds=seeds, seed_offset=seed_offset, params=list(params or []), out=out_dir,
+        runs_dir=runs_dir, storage=storage,
         tracking_uri=tracking_uri, device=device, plugins=list(plugins or []), timeout=timeout,
-        progress=not no_progress,
+        progress=not no_progress, encode_batch_size=encode_batch_size,
+        encode_workers=encode_workers, parallel_trials=parallel_trials,
     )
     result = run_benchmark(cfg, console=err)
     print_board(result.board, out)
@@ -115,15 +137,26 @@ def datasets_list(plugins: list[Path] = PluginsOpt) -> None:
 
 
 def main() -> None:
+    from bench import redact
+
+    redact.install()  # no password of a storage or tracking URL reaches logs or the terminal
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         app()
     except UserError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted: completed trials and seeds are saved; re-run the same command to resume")
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130:  # typer turns Ctrl-C into a silent exit 130
+            err.print("interrupted: completed trials and seeds are saved; "
+                      "re-run the same command to resume", soft_wrap=True)
+        raise
+    except Exception as exc:  # a crash: the traceback, with secrets masked
+        sys.stderr.write(redact.format_exception(exc))
+        sys.exit(1)
 
 
 if __name__ == "__main__":

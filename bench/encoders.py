@@ -30,6 +30,14 @@ class Encoder:
     def encode(self, spec: DatasetSpec) -> Encoded:
         raise NotImplementedError
 
+    def cache_identity(self) -> dict[str, object]:
+        """What, besides the data, decides this encoder's output: part of the cache key.
+
+        Subclasses add their weights identity (tag, checkpoint size and mtime) and
+        preprocessing; the id alone is enough only for encoders without weights.
+        """
+        return {"id": self.id}
+
 
 class IdentityEncoder(Encoder):
     """For feature datasets: the features are used as they are."""
@@ -45,7 +53,12 @@ class IdentityEncoder(Encoder):
         return Encoded(np.asarray(spec.features, dtype=np.float32), spec.class_text_embeddings)
 
 
-def default_encoder_for(spec: DatasetSpec) -> str:
+def default_encoder_for(spec: DatasetSpec, plugin: object = None) -> str:
+    """The plugin's `default_encoder` when it declares one (embedded image datasets name an
+    encoder that runs offline), identity for features, else CLIP ViT-B/32 (OpenAI weights)."""
+    declared = getattr(plugin, "default_encoder", None)
+    if declared:
+        return str(declared)
     return "identity" if spec.item_kind == "features" else "openclip:ViT-B-32:openai"
 
 

@@ -22,10 +22,18 @@ def feature_store(
 ) -> FeatureStore:
     key = (spec.fingerprint(), encoder.id, str(device))
     if key not in _STORES:
-        encoded = encoder.encode(spec) if cache_dir is None else _cached_encode(spec, encoder, cache_dir)
+        encoded = (
+            encoder.encode(spec) if cache_dir is None else _cached_encode(spec, encoder, cache_dir)
+        )
         _STORES[key] = FeatureStore.build(
-            spec, encoded.features, encoder.id, device, encoded.class_text,
-            encoded.visual_projection, encoded.logit_scale, encoded.untrained,
+            spec,
+            encoded.features,
+            encoder.id,
+            device,
+            encoded.class_text,
+            encoded.visual_projection,
+            encoded.logit_scale,
+            encoded.untrained,
         )
     return _STORES[key]
 

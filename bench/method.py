@@ -40,6 +40,24 @@ class Method:
     def fit(self, train: FeatureSplit, val: FeatureSplit, ctx: Context) -> Predictor:
         raise NotImplementedError
 
+    def fit_batched(
+        self, train: FeatureSplit, val: FeatureSplit, ctxs: list[Context]
+    ) -> list[Predictor | Exception]:
+        """One fit per context (other parameters or seeds), each result equal to `fit`'s.
+
+        Methods whose training is one Trainer stage with per-example weights override this
+        with bench.fit_batched, which trains all configurations in one pass over the
+        features. This default fits them one after another. A configuration that fails
+        (diverges, is pruned) is returned as its exception, so the others still count.
+        """
+        out: list[Predictor | Exception] = []
+        for ctx in ctxs:
+            try:
+                out.append(self.fit(train, val, ctx))
+            except Exception as exc:  # noqa: BLE001 - handed back per configuration
+                out.append(exc)
+        return out
+
 
 @dataclass
 class Context:

@@ -21,7 +21,9 @@ class Predictor:
         was_training = self.module.training
         self.module.eval()
         try:
-            out = [self.module(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+            out = [
+                self.module(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)
+            ]
         finally:
             self.module.train(was_training)
         return torch.cat(out) if out else torch.empty(0)

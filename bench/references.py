@@ -34,11 +34,15 @@ class ReferenceStore:
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
-    def erm(self, seed: int, cfg: TrainConfig | None = None, head_kind: str | None = None) -> Predictor:
+    def erm(
+        self, seed: int, cfg: TrainConfig | None = None, head_kind: str | None = None
+    ) -> Predictor:
         """An ERM head (mean cross-entropy) on the training split; cached by its settings."""
         cfg = cfg or TrainConfig()
-        heads = self.heads if head_kind is None else HeadFactory(
-            **{**self.heads.__dict__, "kind": head_kind}
+        heads = (
+            self.heads
+            if head_kind is None
+            else HeadFactory(**{**self.heads.__dict__, "kind": head_kind})
         )
         key = self._key(seed, cfg, heads.resolved_kind)
         if key in self._memo:
@@ -48,7 +52,9 @@ class ReferenceStore:
         path = self.cache_dir / f"erm-{key}.pt" if self.cache_dir else None
         if path is not None and path.exists():
             try:
-                head.load_state_dict(torch.load(path, map_location=self.store.device, weights_only=True))
+                head.load_state_dict(
+                    torch.load(path, map_location=self.store.device, weights_only=True)
+                )
                 self._memo[key] = head.eval()
                 return Predictor(head)
             except Exception:  # corrupt or stale: rebuild, never trust

@@ -6,10 +6,15 @@ the same command resumes it: the Optuna study continues and finished seeds are k
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +23,7 @@ import optuna
 import polars as pl
 import torch
 
-from bench import registry, results
+from bench import heartbeat, registry, results
 from bench.dataset import DatasetOptions
 from bench.encoders import default_encoder_for, get_encoder
 from bench.errors import UserError
@@ -29,15 +34,24 @@ from bench.method import Context
 from bench.metrics import Metrics, evaluate
 from bench.predictor import Predictor
 from bench.provenance import git_commit, now, version
-from bench.redact import redact
+from bench.publish import row_tags
+from bench.redact import redact, remember
 from bench.references import ReferenceStore
 from bench.registry import MethodEntry
 from bench.seeding import derive_seed, generator
 from bench.selection import SelectionRule, check_allowed, get_rule, labels_used, select_score
+from bench.space import Param
 from bench.store import FeatureStore
-from bench.tracking import Tracker, default_uri
+from bench.tracking import KIND, STUDY, TRIAL, Tracker, default_uri
 from bench.trainer import Trainer
-from bench.tuning import finished_trials, open_study, tune
+from bench.tuning import (
+    TuneOutcome,
+    finished_trials,
+    interrupted,
+    open_storage,
+    open_study,
+    tune,
+)
 
 log = logging.getLogger("bench.run")
 
@@ -53,6 +67,7 @@ class RunConfig:
     selection: str = "worst-group"
     trials: int = 8
     seeds: int = 3
+    seed_offset: int = 0  # final seeds are seed_offset .. seed_offset + seeds - 1
     params: list[str] = field(default_factory=list)
     out: Path | None = None
     runs_dir: Path = Path("runs")
@@ -62,6 +77,9 @@ class RunConfig:
     plugins: list[Path] = field(default_factory=list)
     timeout: float | None = None
     progress: bool = True
+    encode_batch_size: int = 256  # images/texts per encoder batch (features are cached)
+    encode_workers: int | None = None  # DataLoader workers for encoding; None: automatic
+    parallel_trials: int = 1  # trials per tuning round, trained as one batch (tuning_batched)
 
     def identity(self) -> dict[str, Any]:
         """What decides the numbers: the run directory's name hashes exactly this."""
@@ -70,6 +88,9 @@ class RunConfig:
             "dataset_opts": dict(sorted(self.dataset_opts.items())),
             "encoder": self.encoder, "head": self.head, "selection": self.selection,
             "trials": self.trials, "seeds": self.seeds, "params": sorted(self.params),
+            **({"seed_offset": self.seed_offset} if self.seed_offset else {}),
+            # K trials proposed before any is told changes what TPE proposes
+            **({"parallel_trials": self.parallel_trials} if self.parallel_trials > 1 else {}),
         }
 
 
@@ -133,12 +154,50 @@ def _link_latest(runs_dir: Path, run_dir: Path) -> None:
         log.warning("could not point %s at %s: %s", latest, run_dir, exc)
 
 
-class Run:
-    """One `bench run`: holds the shared store, references and tracker for all methods."""
+def _quietly(*steps: Callable[[], object]) -> None:
+    """Bookkeeping while an interrupt or error propagates: a failing step (the tracking
+    server is gone) is logged, never allowed to replace the original exception."""
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:
+            log.warning("could not record the run's end: %s: %s", type(exc).__name__, exc)
 
-    def __init__(self, cfg: RunConfig, console: Any = None) -> None:
+
+@contextmanager
+def _exclusive(run_dir: Path) -> Iterator[None]:
+    """One coordinator per run directory (it alone runs the final seeds); the OS drops
+    the lock when the process dies, so a killed run can be resumed at once."""
+    with open(run_dir / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            raise UserError(
+                f"run directory {run_dir} is in use by another bench run "
+                f"(pid {fh.read().strip() or '?'}); to add machines use `bench worker`"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+
+
+class Run:
+    """One `bench run`: holds the shared store, references and tracker for all methods.
+
+    `key` names the run in a shared storage (default: <dataset>-<hash of the config>);
+    a `bench worker` passes the coordinator's key.
+    """
+
+    prefit: Any = None  # heads fitted as one batch (--parallel-trials), see Run.fit
+
+    def __init__(self, cfg: RunConfig, console: Any = None, key: str | None = None) -> None:
         self.cfg = cfg
         self.console = console
+        remember(cfg.storage)
+        remember(cfg.tracking_uri)
         registry.load_plugins(cfg.plugins)
         self.plugin = registry.get_dataset(cfg.dataset)
         names = cfg.methods or list(registry.methods())
@@ -152,6 +211,10 @@ class Run:
             raise UserError(f"--trials {cfg.trials}: must be 0 or more")
         if cfg.seeds < 1:
             raise UserError(f"--seeds {cfg.seeds}: must be 1 or more")
+        if cfg.seed_offset < 0:
+            raise UserError(f"--seed-offset {cfg.seed_offset}: must be 0 or more")
+        if cfg.parallel_trials < 1:
+            raise UserError(f"--parallel-trials {cfg.parallel_trials}: must be 1 or more")
         self.fixed = parse_params(cfg.params, self.entries)
         if len(self.entries) == 1:  # a lone method the setting forbids is an error, not a skip
             (name, entry), = self.entries.items()
@@ -160,10 +223,16 @@ class Run:
         self.spec = self.plugin.load(
             DatasetOptions(data_root=cfg.data_root, extra=dict(cfg.dataset_opts))
         )
-        self.encoder_id = cfg.encoder or default_encoder_for(self.spec)
-        self.run_dir = Path(cfg.out) if cfg.out else cfg.runs_dir / self._default_name()
+        self.encoder_id = cfg.encoder or default_encoder_for(self.spec, self.plugin)
+        self.key = key or self._default_name()
+        self.run_dir = Path(cfg.out) if cfg.out else cfg.runs_dir / self.key
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        encoder = get_encoder(self.encoder_id)
+        self.storage = cfg.storage or f"sqlite:///{(self.run_dir / 'optuna.db').resolve()}"
+        open_storage(self.storage)  # a bad --storage fails now, not after encoding
+        encoder = get_encoder(
+            self.encoder_id, batch_size=cfg.encode_batch_size, workers=cfg.encode_workers,
+            device=self.device, progress=cfg.progress,
+        )
         self.store: FeatureStore = feature_store(
             self.spec, encoder, self.device, cache_dir=self._cache_dir()
         )
@@ -172,14 +241,15 @@ class Run:
             self.store.visual_projection, self.store.logit_scale, cfg.head,
         )
         self.references = ReferenceStore(self.store, self.heads, self.run_dir / "references")
-        self.storage = cfg.storage or f"sqlite:///{(self.run_dir / 'optuna.db').resolve()}"
 
     def _default_name(self) -> str:
         digest = hashlib.sha256(json.dumps(self.cfg.identity(), sort_keys=True).encode())
         return f"{self.cfg.dataset}-{digest.hexdigest()[:10]}"
 
     def _cache_dir(self) -> Path:
-        return Path(os.environ.get("SPURBENCH_CACHE", Path.home() / ".cache" / "spurbench"))
+        from bench.cache import cache_dir
+
+        return cache_dir()
 
     # -- one fit -----------------------------------------------------------------------
     def context(self, method: str, params: dict[str, Any], seed: int) -> Context:
@@ -191,13 +261,24 @@ class Run:
             log=logging.getLogger(f"bench.method.{method}"),
         )
 
-    def fit(self, entry: MethodEntry, params: dict[str, Any], seed: int, trial=None) -> Predictor:  # noqa: ANN001
+    def fit(
+        self, entry: MethodEntry, params: dict[str, Any], seed: int, trial=None,  # noqa: ANN001
+        log_to: tuple[Tracker, str] | None = None,
+    ) -> Predictor:
+        """One fit; in a trial, per-epoch validation scores feed the pruner (and MLflow)."""
+        if self.prefit is not None:  # --parallel-trials: fitted in a batch (tuning_batched)
+            fitted = self.prefit.take(entry.name, seed, trial, log_to)
+            if fitted is not None:
+                return fitted
         ctx = self.context(entry.name, params, seed)
         val = self.store.splits["val"]
         if trial is not None:
             def report(epoch: int, head: torch.nn.Module) -> None:
-                score = select_score(evaluate(Predictor(head), val, self.store).as_dict(), self.rule)
+                metrics = evaluate(Predictor(head), val, self.store).as_dict()
+                score = select_score(metrics, self.rule)
                 trial.report(score, epoch)
+                if log_to is not None:
+                    log_to[0].metric(log_to[1], f"epoch_val_{self.rule.metric}", score, epoch)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
@@ -224,17 +305,24 @@ class Run:
         }
 
     def execute(self) -> RunResult:
+        with _exclusive(self.run_dir):
+            return self._execute()
+
+    def _execute(self) -> RunResult:
+        from bench.worker import publish_run
+
         cfg = self.cfg
         cfg.runs_dir.mkdir(parents=True, exist_ok=True)
         if cfg.out is None or Path(cfg.out).resolve().parent == cfg.runs_dir.resolve():
             _link_latest(cfg.runs_dir, self.run_dir)
         state_path = self.run_dir / "state.json"
         state = json.loads(state_path.read_text()) if state_path.exists() else {}
+        uri = cfg.tracking_uri or default_uri(self.run_dir)
         (self.run_dir / "config.json").write_text(
             json.dumps({**self.cfg.identity(), "storage": redact(self.storage),
-                        "encoder_resolved": self.encoder_id}, indent=2, default=str)
+                        "tracking_uri": redact(uri), "encoder_resolved": self.encoder_id},
+                       indent=2, default=str)
         )
-        uri = cfg.tracking_uri or default_uri(self.run_dir)
         tracker = Tracker(uri, f"spurbench/{self.spec.name}", state.get("parent_run_id"))
         parent = tracker.start_parent(
             self.run_dir.name,
@@ -245,22 +333,26 @@ class Run:
         )
         state["parent_run_id"] = parent
         state_path.write_text(json.dumps(state))
+        publish = lambda status: publish_run(self, tracker, status)  # noqa: E731
+        publish("running")  # from here on `bench worker --storage URL` can join
+        self.recover(tracker)
         rows_dir = self.run_dir / "rows"
         progress = _progress(self.console) if cfg.progress else None
         try:
             if progress is not None:
                 progress.start()
-            for name, entry in self.entries.items():
+            for entry in self.entries.values():
                 self.run_method(entry, tracker, rows_dir, progress)
         except KeyboardInterrupt:
-            tracker.finish("KILLED")
+            _quietly(lambda: tracker.finish("KILLED"), lambda: publish("interrupted"))
             raise
         except BaseException:
-            tracker.finish("FAILED")
+            _quietly(lambda: tracker.finish("FAILED"), lambda: publish("failed"))
             raise
         finally:
             if progress is not None:
                 progress.stop()
+        self.recover(tracker)  # trials of workers that died meanwhile: their runs KILLED
         table = results.read_rows(rows_dir)
         table = table.filter(pl.col("method").is_in(list(self.entries)))
         results.write_atomic(table, self.run_dir / "results.parquet")
@@ -270,6 +362,7 @@ class Run:
         for path in (md_path, self.run_dir / "results.parquet"):
             tracker.artifact(parent, path)
         tracker.finish("FINISHED")
+        publish("finished")
         return RunResult(self.run_dir, table, board)
 
     def tags(self) -> dict[str, str]:
@@ -282,93 +375,241 @@ class Run:
             "spurbench.synthetic": str(self.spec.synthetic).lower(),
         }
 
-    def run_method(self, entry: MethodEntry, tracker: Tracker, rows_dir: Path, progress) -> None:  # noqa: ANN001
-        cfg = self.cfg
-        row = self.base_row(entry)
+    def log_row(
+        self, tracker: Tracker, row: dict, metrics: dict | None = None,
+        run_id: str | None = None, artifacts: dict[str, Any] | None = None,
+    ) -> None:
+        """A results row as a nested final MLflow run that `bench leaderboard publish
+        --from-mlflow` reads back into the same row (descriptive fields as tags).
+        `run_id`: end that (already started) run with the row instead of a new one."""
+        seed = row.get("seed")
+        tags = {"spurbench.kind": "final", "spurbench.method": row["method"],
+                **({"spurbench.seed": str(seed)} if seed is not None else {}),
+                **self.tags(), **row_tags(row)}
+        status = "FAILED" if row["status"] == "failed" else "FINISHED"
+        if run_id is not None:
+            tracker.end_child(run_id, status, metrics, tags, artifacts)
+            return
+        tracker.nested(
+            f"{row['method']}/" + (f"seed-{seed}" if seed is not None else row["status"]),
+            params=json.loads(row["params"]) if row.get("params") else None, metrics=metrics,
+            tags=tags, status=status,
+        )
+
+    # -- per method ----------------------------------------------------------------------
+    def why_not(self, entry: MethodEntry) -> str | None:
+        """Why a method cannot run in this setting (None: it can)."""
         try:
             check_allowed(entry.name, entry.group_labels, self.rule)
+            why = entry.create().unsupported(self.store)
+            if why is not None:
+                raise UserError(f"method '{entry.name}' cannot run here: {why}")
         except UserError as exc:
-            results.write_atomic(
-                results.make_frame([{**row, "status": "skipped", "reason": str(exc), "trials": 0}]),
-                rows_dir / f"{entry.name}-skipped.parquet",
-            )
-            return
+            return str(exc)
+        return None
+
+    def plan(self, entry: MethodEntry) -> tuple[dict[str, Any], dict[str, Any], dict[str, Param]]:
+        """(defaults, fixed, tunable) of a method under this run's --params."""
         space = entry.search_space()
         fixed = {**entry.fixed, **self.fixed.get(entry.name, {})}
         tunable = {k: p for k, p in space.items() if k not in fixed}
         defaults = {k: p.default for k, p in entry.create().search_space().items()}
+        return defaults, fixed, tunable
+
+    def budget(self, entry: MethodEntry) -> int:
+        return self.cfg.trials if self.plan(entry)[2] else 0
+
+    def study_name(self, entry: MethodEntry) -> str:
+        """One study per (dataset, encoder, method, selection) and run config (the key)."""
+        return f"{self.spec.name}|{self.encoder_id}|{entry.name}|{self.rule.name}|{self.key}"
+
+    def open_study(self, entry: MethodEntry) -> optuna.Study:
+        defaults, _, tunable = self.plan(entry)
+        name = self.study_name(entry)
+        return open_study(
+            self.storage, name, derive_seed(name) % (2**31), first={k: defaults[k] for k in tunable}
+        )
+
+    def tune_method(
+        self, entry: MethodEntry, tracker: Tracker, wait: bool = True,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> TuneOutcome | None:
+        """Tune one method in the run's shared study; every trial is a nested MLflow run.
+
+        The coordinator (wait=True) and each `bench worker` (wait=False) call this; None
+        when there is nothing to tune (--trials 0, or every parameter fixed).
+        """
+        defaults, fixed, tunable = self.plan(entry)
+        budget = self.budget(entry)
+        if not budget:
+            return None
+        study = self.open_study(entry)
+        name = study.study_name
+        worker = f"{socket.gethostname()}/{os.getpid()}"
+
+        def objective(p: dict[str, Any], trial: optuna.trial.Trial):  # noqa: ANN202
+            params = {**defaults, **p}
+            run_id = tracker.start_child(
+                f"{entry.name}/trial-{trial.number}", params=params,
+                tags={KIND: "trial", STUDY: name, TRIAL: str(trial.number),
+                      "spurbench.method": entry.name, "spurbench.worker": worker},
+            )
+            try:
+                predictor = self.fit(entry, params, seed=0, trial=trial, log_to=(tracker, run_id))
+                val = evaluate(predictor, self.store.splits["val"], self.store).as_dict()
+            except optuna.TrialPruned:
+                tracker.end_child(run_id, "FINISHED", tags={"spurbench.state": "PRUNED"})
+                raise
+            except KeyboardInterrupt:
+                tracker.end_child(run_id, "KILLED", tags={"spurbench.state": "INTERRUPTED"})
+                raise
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                tracker.end_child(run_id, "FAILED", tags={
+                    "spurbench.state": "FAIL", "spurbench.fail_reason": reason})
+                raise
+            score = select_score(val, self.rule)
+            ok = math.isfinite(score)
+            tracker.end_child(
+                run_id, "FINISHED" if ok else "FAILED", {f"val_{k}": v for k, v in val.items()},
+                {"spurbench.state": "COMPLETE" if ok else "FAIL", "spurbench.score": str(score)},
+            )
+            return score, {f"val_{k}": v for k, v in val.items()}
+
+        def on_trial(_: optuna.trial.FrozenTrial) -> None:
+            if on_progress is not None:
+                on_progress(min(len(finished_trials(study)), budget))
+
+        if on_progress is not None:
+            on_progress(min(len(finished_trials(study)), budget))
+        if self.cfg.parallel_trials > 1:
+            from bench.tuning_batched import tune_parallel
+
+            return tune_parallel(self, entry, study, tunable, fixed, budget, objective, on_trial,
+                                 wait)
+        return tune(study, tunable, fixed, budget, objective, self.cfg.timeout, on_trial, wait)
+
+    def recover(self, tracker: Tracker) -> None:
+        """After a crash: fail trials of dead processes, mark their MLflow runs KILLED."""
+        studies = {}
+        for entry in self.entries.values():
+            if self.budget(entry) and self.why_not(entry) is None:
+                study = self.open_study(entry)
+                heartbeat.fail_stale(study)
+                studies[study.study_name] = study
+
+        def trial_state(study_name: str, number: int) -> str | None:
+            study = studies.get(study_name)
+            trials = study.get_trials(deepcopy=False) if study is not None else []
+            found = [t for t in trials if t.number == number]
+            if not found:
+                return None
+            return "INTERRUPTED" if interrupted(found[0]) else found[0].state.name
+
+        fixed = tracker.reconcile(trial_state)
+        if fixed:
+            log.info("marked %d MLflow runs of interrupted trials or seeds as KILLED", fixed)
+
+    def _tuned_before(
+        self, rows_dir: Path, entry: MethodEntry
+    ) -> tuple[dict[str, Any], int] | None:
+        """Parameters of seeds already finished: once a seed ran, tuning of the method is
+        closed, so every seed of a method uses the same parameters (even after --timeout)."""
+        for path in sorted(rows_dir.glob(f"{entry.name}-seed*.parquet")):
+            if path.name.endswith("-failed.parquet"):
+                continue
+            try:
+                row = pl.read_parquet(path).row(0, named=True)
+            except Exception:  # a torn file: results.read_rows removes it
+                continue
+            if row.get("method") == entry.name and row.get("params"):
+                return json.loads(row["params"]), int(row.get("trials") or 0)
+        return None
+
+    def run_method(self, entry: MethodEntry, tracker: Tracker, rows_dir: Path, progress) -> None:  # noqa: ANN001
+        cfg = self.cfg
+        row = self.base_row(entry)
+        why = self.why_not(entry)
+        if why is not None:
+            if len(self.entries) == 1:
+                raise UserError(why)
+            row.update(status="skipped", reason=why, trials=0)
+            results.write_atomic(
+                results.make_frame([row]), rows_dir / f"{entry.name}-skipped.parquet"
+            )
+            self.log_row(tracker, row)
+            return
+        defaults, fixed, _ = self.plan(entry)
+        budget = self.budget(entry)
         task = None
-        budget = cfg.trials if tunable else 0
         if progress is not None:
             task = progress.add_task(entry.name, total=budget + cfg.seeds)
         params = {**defaults, **fixed}
         n_trials = 0
-        if budget:
-            study_name = f"{self.spec.name}|{self.encoder_id}|{entry.name}|{self.rule.name}"
-            study = open_study(self.storage, study_name, derive_seed(study_name) % (2**31))
-            done_before = {t.number for t in finished_trials(study)}
+        before = self._tuned_before(rows_dir, entry)
+        if before is not None:
+            params, n_trials = before
             if progress is not None:
-                progress.advance(task, min(len(done_before), budget))
-
-            def objective(p: dict[str, Any], trial: optuna.trial.Trial):  # noqa: ANN202
-                predictor = self.fit(entry, {**defaults, **p}, seed=0, trial=trial)
-                val = evaluate(predictor, self.store.splits["val"], self.store)
-                return select_score(val.as_dict(), self.rule), {
-                    f"val_{k}": v for k, v in val.as_dict().items()
-                }
-
-            def on_trial(t: optuna.trial.FrozenTrial) -> None:
-                tracker.nested(
-                    f"{entry.name}/trial-{t.number}", params={**defaults, **t.params, **fixed},
-                    metrics={k: v for k, v in t.user_attrs.items() if isinstance(v, float)},
-                    tags={"spurbench.kind": "trial", "spurbench.method": entry.name,
-                          "spurbench.state": t.state.name,
-                          **({"spurbench.fail_reason": t.user_attrs["fail_reason"]}
-                             if "fail_reason" in t.user_attrs else {})},
-                    status="FINISHED" if t.state.name in ("COMPLETE", "PRUNED") else "FAILED",
-                )
+                progress.update(task, completed=min(n_trials, budget))
+        elif budget:
+            def on_progress(done: int) -> None:
                 if progress is not None:
-                    progress.advance(task)
+                    progress.update(task, completed=done)
 
-            outcome = tune(study, tunable, fixed, budget, objective, cfg.timeout, on_trial)
+            outcome = self.tune_method(entry, tracker, wait=True, on_progress=on_progress)
+            assert outcome is not None
             n_trials = outcome.finished
             if not outcome.completed:
                 reason = "; ".join(outcome.failures[:3]) or "no trial completed"
+                row.update(status="failed", trials=n_trials, reason=f"every trial failed: {reason}")
                 results.write_atomic(
-                    results.make_frame([{**row, "status": "failed", "trials": n_trials,
-                                         "reason": f"every trial failed: {reason}"}]),
-                    rows_dir / f"{entry.name}-failed.parquet",
+                    results.make_frame([row]), rows_dir / f"{entry.name}-failed.parquet"
                 )
+                self.log_row(tracker, row)
                 return
             params = {**defaults, **outcome.best_params}
         (rows_dir / f"{entry.name}-failed.parquet").unlink(missing_ok=True)
-        for seed in range(cfg.seeds):
+        if cfg.parallel_trials > 1:  # the seeds still to run, as one batch
+            from bench.tuning_batched import prefit_seeds
+
+            prefit_seeds(self, entry, params, [
+                s for s in range(cfg.seed_offset, cfg.seed_offset + cfg.seeds)
+                if not (rows_dir / f"{entry.name}-seed{s}.parquet").exists()])
+        for seed in range(cfg.seed_offset, cfg.seed_offset + cfg.seeds):
             path = rows_dir / f"{entry.name}-seed{seed}.parquet"
+            failed_path = rows_dir / f"{entry.name}-seed{seed}-failed.parquet"
             if path.exists():
                 if progress is not None:
                     progress.advance(task)
                 continue
-            seed_row = {**row, "trials": n_trials, "seed": seed, "params": json.dumps(params, sort_keys=True)}
+            seed_row = {**row, "trials": n_trials, "seed": seed,
+                        "params": json.dumps(params, sort_keys=True)}
+            run_id = tracker.start_child(
+                f"{entry.name}/seed-{seed}", params=params,
+                tags={KIND: "final", "spurbench.method": entry.name, "spurbench.seed": str(seed)},
+            )
             try:
                 predictor = self.fit(entry, params, seed)
                 val, test = self.evaluate_splits(predictor)
+            except KeyboardInterrupt:
+                tracker.end_child(run_id, "KILLED", tags={"spurbench.state": "INTERRUPTED"})
+                raise
             except UserError:
+                tracker.end_child(run_id, "FAILED")
                 raise
             except Exception as exc:
-                seed_row.update(status="failed", reason=redact(f"seed {seed}: {type(exc).__name__}: {exc}"))
-                results.write_atomic(results.make_frame([seed_row]), rows_dir / f"{entry.name}-seed{seed}-failed.parquet")
-                tracker.nested(f"{entry.name}/seed-{seed}", params=params,
-                               tags={"spurbench.kind": "final", "spurbench.method": entry.name},
-                               status="FAILED")
+                reason = redact(f"seed {seed}: {type(exc).__name__}: {exc}")
+                seed_row.update(status="failed", reason=reason)
+                results.write_atomic(results.make_frame([seed_row]), failed_path)
+                self.log_row(tracker, seed_row, run_id=run_id)
                 continue
             seed_row.update(status="ok", **results.metric_fields(val, test))
             results.write_atomic(results.make_frame([seed_row]), path)
-            tracker.nested(
-                f"{entry.name}/seed-{seed}", params=params,
-                metrics={**val.as_dict("val_"), **test.as_dict("test_")},
-                tags={"spurbench.kind": "final", "spurbench.method": entry.name,
-                      "spurbench.seed": str(seed), **self.tags()},
-            )
+            failed_path.unlink(missing_ok=True)
+            groups = {"val": val.per_group, "test": test.per_group,
+                      "test_counts": test.group_counts}
+            self.log_row(tracker, seed_row, {**val.as_dict("val_"), **test.as_dict("test_")},
+                         run_id=run_id, artifacts={"per_group.json": groups})
             if progress is not None:
                 progress.advance(task)
 

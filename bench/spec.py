@@ -75,7 +75,7 @@ class DatasetSpec:
     def evaluation_groups(self) -> EvalGroups:
         if self.eval_groups is not None:
             return self.eval_groups
-        g = (self.metadata["y"].to_numpy() * self.n_attrs + self.metadata["a"].to_numpy())
+        g = self.metadata["y"].to_numpy() * self.n_attrs + self.metadata["a"].to_numpy()
         names = [f"y={c},a={a}" for c in self.class_names for a in self.attr_names]
         masks = np.stack([g == k for k in range(len(names))]) if names else np.zeros((0, len(g)))
         return EvalGroups(names=names, masks=masks.astype(bool))
@@ -99,12 +99,15 @@ class DatasetSpec:
             bad = md.filter((pl.col(col) < 0) | (pl.col(col) >= n))
             if bad.height:
                 raise UserError(
-                    f"{src}: label {col}={bad[col][0]} out of range 0..{n - 1} (row id {bad['id'][0]})"
+                    f"{src}: label {col}={bad[col][0]} out of range 0..{n - 1} "
+                    f"(row id {bad['id'][0]})"
                 )
         if "g" in md.columns:
             bad = md.filter((pl.col("g") < 0) | (pl.col("g") >= self.n_groups))
             if bad.height:
-                raise UserError(f"{src}: group g={bad['g'][0]} out of range (row id {bad['id'][0]})")
+                raise UserError(
+                    f"{src}: group g={bad['g'][0]} out of range (row id {bad['id'][0]})"
+                )
         for split in SPLITS:
             if not self.split_mask(split).any():
                 raise UserError(f"{src}: split '{split}' is empty")

@@ -1,22 +1,32 @@
 """MLflow tracking: a parent run per `bench run`, nested runs per trial and final seed.
 
 Default tracking URI is a SQLite file in the run directory; `--tracking-uri` or
-MLFLOW_TRACKING_URI send runs to a server. URLs are redacted before they are logged.
+MLFLOW_TRACKING_URI send runs to a server (workers on other machines log there too).
+Nested runs start RUNNING, so a long trial is visible while it runs, and end FINISHED,
+FAILED or KILLED (Ctrl-C). A run left RUNNING by a killed process is marked KILLED by
+`reconcile` when the run is resumed. Params and tags are redacted; MLflow's own "View
+run at URL" lines, which would print the URL with its password, are switched off.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.redact import redact
+from bench.redact import redact, remember
 
 _BAD_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
 log = logging.getLogger("bench.tracking")
+KIND = "spurbench.kind"  # "trial" | "final"
+STUDY = "spurbench.study"
+TRIAL = "spurbench.trial"
 
 
 def metric_key(name: str) -> str:
@@ -28,22 +38,62 @@ def default_uri(run_dir: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
 
 
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def _seed_sqlite_store(path: Path) -> None:
+    """Start a new SQLite tracking store as a copy of an empty, migrated one (cached per
+    MLflow version): MLflow's schema migrations take seconds on every fresh database."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from bench.cache import cache_dir
+
+    template = cache_dir() / f"mlflow-empty-{mlflow.__version__}.db"
+    if not template.exists():
+        template.parent.mkdir(parents=True, exist_ok=True)
+        tmp = template.with_name(f".{template.name}.{os.getpid()}.tmp")
+        MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments()  # creates tables
+        os.replace(tmp, template)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    shutil.copyfile(template, tmp)
+    os.replace(tmp, path)
+
+
 class Tracker:
     """A thin MlflowClient wrapper holding the parent run of one `bench run`."""
 
     def __init__(self, uri: str, experiment: str, parent_run_id: str | None = None) -> None:
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        remember(uri)
         from mlflow.tracking import MlflowClient
 
         for name in ("alembic", "mlflow"):
             logging.getLogger(name).setLevel(logging.WARNING)
 
         self.uri = uri
+        db = _sqlite_path(uri)
+        if db is not None and not db.exists():
+            _seed_sqlite_store(db)
         self.client = MlflowClient(tracking_uri=uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = (
-            exp.experiment_id if exp is not None else self.client.create_experiment(experiment)
-        )
+        # a local store keeps its artifacts beside it, not in ./mlruns of the working directory
+        self.artifact_location = (db.parent / "mlartifacts").resolve().as_uri() if db else None
+        self.experiment_id = self._experiment(experiment)
         self.parent_id = parent_run_id
+
+    def _experiment(self, name: str) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            return self.client.create_experiment(name, artifact_location=self.artifact_location)
+        except Exception:  # another process created it a moment ago
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
     def start_parent(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
         if self.parent_id is not None:
@@ -59,6 +109,31 @@ class Tracker:
         self.log(self.parent_id, params=params)
         return self.parent_id
 
+    def start_child(
+        self, name: str, params: dict[str, Any] | None = None, tags: dict[str, str] | None = None
+    ) -> str:
+        """A nested run under the parent, RUNNING until `end_child`."""
+        all_tags = {"mlflow.parentRunId": self.parent_id or "", **(tags or {})}
+        run = self.client.create_run(
+            self.experiment_id, run_name=name, tags={k: str(redact(v)) for k, v in all_tags.items()}
+        )
+        self.log(run.info.run_id, params=params)
+        return run.info.run_id
+
+    def end_child(
+        self,
+        run_id: str,
+        status: str = "FINISHED",
+        metrics: dict[str, float] | None = None,
+        tags: dict[str, str] | None = None,
+        artifacts: dict[str, Any] | None = None,
+    ) -> None:
+        """Log final metrics, tags and JSON artifacts (name → object), then terminate."""
+        self.log(run_id, metrics=metrics, tags=tags)
+        for name, obj in (artifacts or {}).items():
+            self.client.log_text(run_id, redact(json.dumps(obj, indent=2, sort_keys=True)), name)
+        self.client.set_terminated(run_id, status=status)
+
     def nested(
         self,
         name: str,
@@ -67,11 +142,14 @@ class Tracker:
         tags: dict[str, str] | None = None,
         status: str = "FINISHED",
     ) -> str:
-        all_tags = {"mlflow.parentRunId": self.parent_id or "", **(tags or {})}
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
-        self.log(run.info.run_id, params, metrics)
-        self.client.set_terminated(run.info.run_id, status=status)
-        return run.info.run_id
+        """A nested run logged in one go (already finished)."""
+        run_id = self.start_child(name, params, tags)
+        self.end_child(run_id, status, metrics)
+        return run_id
+
+    def metric(self, run_id: str, key: str, value: float, step: int) -> None:
+        if value == value:  # drop NaN
+            self.client.log_metric(run_id, metric_key(key), float(value), step=step)
 
     def log(
         self,
@@ -90,13 +168,52 @@ class Tracker:
                 for k, v in (metrics or {}).items()
                 if v == v  # drop NaN
             ],
-            params=[Param(metric_key(k), str(redact(str(v)))[:6000]) for k, v in (params or {}).items()],
+            params=[
+                Param(metric_key(k), str(redact(str(v)))[:6000]) for k, v in (params or {}).items()
+            ],
             tags=[RunTag(k, str(redact(str(v)))) for k, v in (tags or {}).items()],
         )
 
     def artifact(self, run_id: str, path: Path) -> None:
         self.client.log_artifact(run_id, str(path))
 
+    def reconcile(self, trial_state: Callable[[str, int], str | None]) -> int:
+        """Terminate nested runs a killed process left RUNNING; return how many.
+
+        A final-seed run is only ever run by the coordinator calling this, so a RUNNING
+        one is dead. A trial run is dead when its Optuna trial no longer runs:
+        `trial_state(study, number)` gives the trial's state name, "INTERRUPTED" for one
+        cut off, or None when unknown.
+        """
+        if self.parent_id is None:
+            return 0
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}' "
+            "and attributes.status = 'RUNNING'",
+            max_results=10000,
+        )
+        fixed = 0
+        for run in runs:
+            tags = run.data.tags
+            if tags.get(KIND) == "trial":
+                number = tags.get(TRIAL, "")
+                state = trial_state(tags.get(STUDY, ""), int(number)) if number.isdigit() else None
+                if state in (None, "RUNNING", "WAITING"):
+                    continue
+                ended = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
+                status = ended.get(state, "KILLED")
+                note = state if state in ended else "INTERRUPTED"
+            elif tags.get(KIND) == "final":
+                status, note = "KILLED", "INTERRUPTED"
+            else:
+                continue
+            self.client.set_tag(run.info.run_id, "spurbench.state", note)
+            self.client.set_terminated(run.info.run_id, status=status)
+            fixed += 1
+        return fixed
+
     def finish(self, status: str = "FINISHED") -> None:
         if self.parent_id is not None:
             self.client.set_terminated(self.parent_id, status=status)
+

@@ -105,8 +105,9 @@ class Trainer:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-            if not math.isfinite(float(loss.detach())):
-                raise NonFiniteLoss(f"loss became {float(loss)} in epoch {epoch}")
+            last = float(loss.detach())
+            if not math.isfinite(last):
+                raise NonFiniteLoss(f"loss became {last} in epoch {epoch}")
             if report and self.reporter is not None:
                 self.reporter(epoch, head)
                 head.train()

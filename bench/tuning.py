@@ -1,29 +1,48 @@
-"""Optuna tuning: one study per (dataset, encoder, method, selection), same budget for all.
+"""Optuna tuning: one study per (run, method), the same trial budget for every method.
 
-TPE with a fixed seed; the method's defaults are the first trial; intermediate validation
-scores feed a median pruner; a trial that raises or returns NaN is recorded as failed
-with its reason and the study goes on. Re-running continues the study: the budget counts
-finished trials (complete, pruned, failed), so nothing completed is redone.
+TPE seeded per trial number (so a resumed or shared study never redraws another trial's
+parameters); the method's defaults are the first trial; intermediate validation scores
+feed a median pruner; a trial that raises or returns NaN is recorded as failed with its
+reason and the study goes on.
+
+The budget counts trials that finished on their own: COMPLETE, PRUNED, or FAIL with a
+`fail_reason`. A FAIL without a reason was cut off (Ctrl-C, a killed process, see
+bench.heartbeat) or was surplus (below), so it does not count and is run again.
+Many processes may tune one study (`bench worker`). A new trial is admitted only if
+fewer than `budget` counting, running or queued trials precede it; the storage numbers
+trials in creation order under a lock, so the budget is never overrun, and a process
+that finds the budget taken but trials still running waits for them (a coordinator)
+or moves on (a worker).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+import random
+import time
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
 
+from bench import heartbeat
+from bench.errors import UserError
+from bench.redact import redact, remember
+from bench.seeding import derive_seed
 from bench.space import Param
-from bench.redact import redact
 
-FINISHED = (
-    optuna.trial.TrialState.COMPLETE,
-    optuna.trial.TrialState.PRUNED,
-    optuna.trial.TrialState.FAIL,
-)
+FAIL_REASON = "fail_reason"
+INTERRUPTED = "spurbench.interrupted"
+SURPLUS = "spurbench.surplus"
+POLL_SECONDS = 1.0
+
+log = logging.getLogger("bench.tuning")
 
 # objective(params, trial) -> (score, extra metrics); it may call trial.report/should_prune
 Objective = Callable[[dict[str, Any], optuna.trial.Trial], tuple[float, dict[str, float]]]
@@ -32,32 +51,172 @@ Objective = Callable[[dict[str, Any], optuna.trial.Trial], tuple[float, dict[str
 @dataclass
 class TuneOutcome:
     best_params: dict[str, Any]
-    finished: int
+    finished: int  # trials that count against the budget
     completed: int
     failures: list[str]
     best_value: float | None
 
 
-def open_study(storage: str, name: str, seed: int) -> optuna.Study:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(
-        storage=storage,
-        study_name=name,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=3),
-        load_if_exists=True,
+# -- storages ------------------------------------------------------------------------------
+_STORAGES: dict[str, BaseStorage] = {}
+
+
+def open_storage(url: str) -> BaseStorage:
+    """--storage URL → an Optuna storage, one per URL in a process.
+
+    `journal:PATH` is a journal file (for a shared filesystem); anything else is an
+    SQLAlchemy URL (sqlite:///..., postgresql://user:password@host/db, mysql://...).
+    """
+    remember(url)
+    if url in _STORAGES:
+        return _STORAGES[url]
+    try:
+        if url.startswith("journal:"):
+            from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+            path = url.removeprefix("journal:").removeprefix("//")
+            if not path:
+                raise ValueError("journal: needs a file path, e.g. journal:/shared/study.log")
+            storage: BaseStorage = JournalStorage(JournalFileBackend(path))
+        else:
+            storage = _rdb_storage(url)
+    except Exception as exc:
+        raise UserError(
+            redact(f"--storage {url}: cannot open it: {type(exc).__name__}: {exc}")
+        ) from None
+    _STORAGES[url] = storage
+    return storage
+
+
+def _rdb_storage(url: str) -> BaseStorage:
+    """An RDB storage; workers that start together on an empty database race to create
+    its tables, and the losers simply try again once the tables exist."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    kwargs: dict[str, Any] = (
+        {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     )
+    for attempt in range(6):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except (IntegrityError, ProgrammingError):
+            if attempt == 5:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
 
 
-def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Trials that count against the budget. A FAIL without a recorded reason was cut off
-    (Ctrl-C, a killed worker) rather than failed by the method, so it is run again."""
-    return [
-        t
-        for t in study.get_trials(deepcopy=False, states=FINISHED)
-        if t.state != optuna.trial.TrialState.FAIL or "fail_reason" in t.user_attrs
+# -- the sampler ---------------------------------------------------------------------------
+class TrialSeededTPE(optuna.samplers.BaseSampler):
+    """TPE whose randomness is seeded by (study seed, trial number).
+
+    A single seeded TPESampler restarts its random stream on every resume and in every
+    worker, so it would propose the same "random" startup trials again; seeding per trial
+    keeps a run reproducible and every trial's draw distinct. `constant_liar` keeps
+    parallel workers from proposing what another worker is already running.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._number: int | None = None
+        self._tpe: optuna.samplers.TPESampler | None = None
+
+    def _for(self, trial: FrozenTrial) -> optuna.samplers.TPESampler:
+        if self._tpe is None or self._number != trial.number:
+            self._number = trial.number
+            with warnings.catch_warnings():  # constant_liar is marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self._tpe = optuna.samplers.TPESampler(
+                    seed=derive_seed(self.seed, trial.number) % (2**31), constant_liar=True
+                )
+        return self._tpe
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return self._for(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return self._for(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, name: str, dist: BaseDistribution
+    ) -> Any:
+        return self._for(trial).sample_independent(study, trial, name, dist)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._for(trial).before_trial(study, trial)
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self._for(trial).after_trial(study, trial, state, values)
+
+
+def open_study(
+    storage: str | BaseStorage, name: str, seed: int, first: dict[str, Any] | None = None
+) -> optuna.Study:
+    """Create or load a study; its creator queues `first` (the defaults) as trial 0."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = open_storage(storage) if isinstance(storage, str) else storage
+    opts: dict[str, Any] = {
+        "study_name": name, "storage": store, "sampler": TrialSeededTPE(seed),
+        "pruner": optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=3),
+    }
+    try:
+        study = optuna.create_study(direction="maximize", **opts)
+    except optuna.exceptions.DuplicatedStudyError:
+        return optuna.load_study(**opts)
+    if first is not None:
+        study.enqueue_trial(first)
+    return study
+
+
+# -- the budget ----------------------------------------------------------------------------
+def counts(t: FrozenTrial) -> bool:
+    """Whether a trial counts against the budget (see the module docstring)."""
+    if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return t.state == TrialState.FAIL and FAIL_REASON in t.user_attrs
+
+
+def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials that count against the budget."""
+    return [t for t in study.get_trials(deepcopy=False) if counts(t)]
+
+
+def interrupted(t: FrozenTrial) -> bool:
+    """A trial cut off by Ctrl-C or a dead process (not a failure of the method)."""
+    return t.state == TrialState.FAIL and not counts(t) and SURPLUS not in t.user_attrs
+
+
+def _admitted(study: optuna.Study, number: int, budget: int) -> bool:
+    ahead = [
+        t for t in study.get_trials(deepcopy=False)
+        if t.number < number
+        and (counts(t) or t.state in (TrialState.RUNNING, TrialState.WAITING))
     ]
+    return len(ahead) < budget
+
+
+def outcome(study: optuna.Study, fixed: dict[str, Any]) -> TuneOutcome:
+    """The study's best parameters (ties: the earliest trial) and its failures so far."""
+    done = finished_trials(study)
+    complete = [t for t in done if t.state == TrialState.COMPLETE and t.value is not None]
+    failures = [
+        f"trial {t.number}: {t.user_attrs.get(FAIL_REASON, 'failed')}"
+        for t in done if t.state == TrialState.FAIL
+    ]
+    if not complete:
+        return TuneOutcome({}, len(done), 0, failures, None)
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    return TuneOutcome({**best.params, **fixed}, len(done), len(complete), failures, best.value)
 
 
 def tune(
@@ -67,58 +226,73 @@ def tune(
     budget: int,
     objective: Objective,
     timeout: float | None = None,
-    on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+    on_trial: Callable[[FrozenTrial], None] | None = None,
+    wait: bool = True,
 ) -> TuneOutcome:
-    """Run trials until `budget` of them have finished (counting earlier runs)."""
-    tunable = {k: p for k, p in space.items() if k not in fixed}
-    if not finished_trials(study) and not study.get_trials(deepcopy=False):
-        study.enqueue_trial({k: p.default for k, p in tunable.items()})
+    """Run trials until `budget` of them count (earlier runs and other processes included).
 
-    def wrapped(trial: optuna.trial.Trial) -> float:
+    wait=True (the coordinator) returns when the budget is filled, waiting for trials
+    other processes are running; wait=False (a worker) returns as soon as every slot is
+    taken. `timeout` (seconds) stops starting new trials. Ctrl-C fails the running trial
+    as interrupted (not counted) and propagates KeyboardInterrupt.
+    """
+    tunable = {k: p for k, p in space.items() if k not in fixed}
+    logging.getLogger("optuna").setLevel(logging.ERROR)
+    started = time.monotonic()
+
+    def run(trial: optuna.trial.Trial) -> tuple[TrialState, float | None]:
+        if not _admitted(study, trial.number, budget):
+            trial.set_user_attr(SURPLUS, True)
+            return TrialState.FAIL, None
         params = {k: p.suggest(trial, k) for k, p in tunable.items()}
         params.update(fixed)
         try:
             score, extra = objective(params, trial)
         except optuna.TrialPruned:
+            return TrialState.PRUNED, None
+        except KeyboardInterrupt:
+            trial.set_user_attr(INTERRUPTED, True)
             raise
         except Exception as exc:
-            trial.set_user_attr("fail_reason", redact(f"{type(exc).__name__}: {exc}"))
-            raise
+            trial.set_user_attr(FAIL_REASON, redact(f"{type(exc).__name__}: {exc}"))
+            return TrialState.FAIL, None
         for k, v in extra.items():
             trial.set_user_attr(k, v)
         if not math.isfinite(score):
-            trial.set_user_attr("fail_reason", f"objective returned {score}")
-            raise FloatingPointError(f"objective returned {score}")
-        return score
+            trial.set_user_attr(FAIL_REASON, f"objective returned {score}")
+            return TrialState.FAIL, None
+        return TrialState.COMPLETE, score
 
-    def callback(st: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
-        if on_trial is not None:
+    while True:
+        heartbeat.fail_stale(study)
+        trials = study.get_trials(deepcopy=False)
+        done = sum(counts(t) for t in trials)
+        if done >= budget:
+            break
+        if timeout is not None and time.monotonic() - started >= timeout:
+            break
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        if not waiting and done + running >= budget:
+            if not wait:
+                break
+            time.sleep(POLL_SECONDS)
+            continue
+        trial = study.ask()  # pops a queued trial (the defaults) first
+        with heartbeat.Heartbeat(study, trial):  # owner stamped before anything can fail
+            try:
+                state, value = run(trial)
+            except KeyboardInterrupt:
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                raise
+            except optuna.exceptions.UpdateFinishedTrialError:
+                state, value = TrialState.FAIL, None  # failed as dead by another process
+            frozen = study.tell(trial, value, state=state, skip_if_finished=True)
+        if frozen.state != state:
+            log.warning(
+                "trial %d of %s was declared dead by another process while it ran; "
+                "its result is dropped and its slot is run again", trial.number, study.study_name,
+            )
+        elif on_trial is not None and SURPLUS not in frozen.user_attrs:
             on_trial(frozen)
-        if len(finished_trials(st)) >= budget:  # other workers may have filled the budget
-            st.stop()
-
-    remaining = budget - len(finished_trials(study))
-    if remaining > 0:
-        logging.getLogger("optuna").setLevel(logging.ERROR)
-        study.optimize(
-            wrapped,
-            callbacks=[callback],
-            n_trials=remaining,
-            timeout=timeout,
-            catch=(Exception,),
-            gc_after_trial=False,
-        )
-    done = finished_trials(study)
-    complete = [t for t in done if t.state == optuna.trial.TrialState.COMPLETE]
-    failures = [
-        f"trial {t.number}: {t.user_attrs.get('fail_reason', 'failed')}"
-        for t in done
-        if t.state == optuna.trial.TrialState.FAIL
-    ]
-    if complete:
-        best = max(complete, key=lambda t: t.value if t.value is not None else -math.inf)
-        params = {**best.params, **fixed}
-        value = best.value
-    else:
-        params, value = {}, None
-    return TuneOutcome(params, len(done), len(complete), failures, value)
+    return outcome(study, fixed)

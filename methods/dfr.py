@@ -23,7 +23,9 @@ C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
 def balanced_indices(g: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     groups = np.unique(g)
     n_min = min(int((g == k).sum()) for k in groups)
-    return np.concatenate([rng.choice(np.flatnonzero(g == k), n_min, replace=False) for k in groups])
+    return np.concatenate(
+        [rng.choice(np.flatnonzero(g == k), n_min, replace=False) for k in groups]
+    )
 
 
 def l1_logistic(c: float, seed: int) -> LogisticRegression:
@@ -37,7 +39,9 @@ def fit_lr(x: np.ndarray, y: np.ndarray, c: float, seed: int) -> LogisticRegress
     return l1_logistic(c, seed).fit(x, y)
 
 
-def worst_group_acc(model: LogisticRegression, x: np.ndarray, y: np.ndarray, g: np.ndarray) -> float:
+def worst_group_acc(
+    model: LogisticRegression, x: np.ndarray, y: np.ndarray, g: np.ndarray
+) -> float:
     hit = model.predict(x) == y
     return min(float(hit[g == k].mean()) for k in np.unique(g))
 
@@ -54,7 +58,10 @@ class DFR(bench.Method):
     name = "dfr"
     description = "Deep Feature Reweighting: L1 logistic regression on balanced validation data"
     group_labels = frozenset({"val"})
-    paper = "Kirichenko et al. 2022, Last Layer Re-Training is Sufficient for Robustness to Spurious Correlations"
+    paper = (
+        "Kirichenko et al. 2022, Last Layer Re-Training is Sufficient for Robustness "
+        "to Spurious Correlations"
+    )
 
     def search_space(self) -> dict:
         return {}
@@ -96,6 +103,14 @@ class DFR(bench.Method):
         with torch.no_grad():
             head.weight.copy_(torch.as_tensor(w_raw, dtype=torch.float32))
             head.bias.copy_(torch.as_tensor(b_raw, dtype=torch.float32))
-        info = {"C": best_c, "cv_wga": scores, "coefs": coefs, "intercepts": intercepts,
-                "coef": coef, "intercept": intercept, "mean": mean, "scale": scale}
+        info = {
+            "C": best_c,
+            "cv_wga": scores,
+            "coefs": coefs,
+            "intercepts": intercepts,
+            "coef": coef,
+            "intercept": intercept,
+            "mean": mean,
+            "scale": scale,
+        }
         return bench.Predictor(head.to(ctx.device), info=info)

@@ -8,6 +8,8 @@ code adds the bare adjustment C/√n_g for them too, which only matters when C >
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.nn import functional as F
 
@@ -23,7 +25,11 @@ class GroupDROLoss:
         self.eta = eta
         counts = torch.bincount(g, minlength=n_groups).to(torch.float32)
         self.adjust = adjustment / counts.clamp_min(1).sqrt()
-        self.q = torch.full((n_groups,), 1.0 / n_groups, device=g.device)
+        self.log_q = torch.full((n_groups,), -math.log(n_groups), device=g.device)
+
+    @property
+    def q(self) -> torch.Tensor:
+        return self.log_q.softmax(0)
 
     def __call__(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         ce = F.cross_entropy(logits, y, reduction="none")
@@ -32,10 +38,10 @@ class GroupDROLoss:
         counts = onehot.sum(0)
         group_loss = (onehot * ce[:, None]).sum(0) / counts.clamp_min(1)
         present = counts > 0
-        with torch.no_grad():
-            step = torch.exp(self.eta * (group_loss.detach() + self.adjust))
-            self.q = torch.where(present, self.q * step, self.q)
-            self.q = self.q / self.q.sum()
+        with torch.no_grad():  # the exponentiated update, kept in log space so it never overflows
+            step = self.eta * (group_loss.detach() + self.adjust)
+            self.log_q = torch.where(present, self.log_q + step, self.log_q)
+            self.log_q = self.log_q - self.log_q.logsumexp(0)
         return (self.q * group_loss).sum()
 
 

@@ -22,7 +22,10 @@ class JTT(bench.Method):
     name = "jtt"
     description = "Just Train Twice: up-weight the errors of a briefly trained ERM head"
     group_labels = frozenset()
-    paper = "Liu et al. 2021, Just Train Twice: Improving Group Robustness without Training Group Information"
+    paper = (
+        "Liu et al. 2021, Just Train Twice: Improving Group Robustness without Training "
+        "Group Information"
+    )
 
     def search_space(self) -> dict:
         space = bench.training_space()

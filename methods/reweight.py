@@ -21,3 +21,11 @@ class Reweight(bench.Method):
         ctx.trainer.fit(head, train, bench.TrainConfig.from_params(ctx.params),
                         bench.Hooks(weights=weights))
         return bench.Predictor(head)
+
+    def fit_batched(self, train, val, ctxs):
+        """All configurations in one pass over the features (same result as `fit` each)."""
+        heads = [ctx.make_head() for ctx in ctxs]
+        cfgs = [bench.TrainConfig.from_params(ctx.params) for ctx in ctxs]
+        weights = bench.group_balanced_weights(train.g, train.n_groups)
+        trained = bench.fit_batched(heads, train, cfgs, [ctx.trainer for ctx in ctxs], weights)
+        return [h if isinstance(h, Exception) else bench.Predictor(h) for h in trained]

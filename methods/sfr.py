@@ -35,7 +35,11 @@ def disagreement(p_ref: torch.Tensor, p: torch.Tensor, y: torch.Tensor, kind: st
 
 
 def instance_scores(
-    d: torch.Tensor, mode: str, c: float = 1.0, lo: float = 0.1, hi: float = 10.0,
+    d: torch.Tensor,
+    mode: str,
+    c: float = 1.0,
+    lo: float = 0.1,
+    hi: float = 10.0,
     alpha: float = 1.0,
 ) -> torch.Tensor:
     """s_i = φ(d_i): `inverse` clip(c/(d+ε), lo, hi), `proportional` 1+α·d, `none` 1."""
@@ -90,7 +94,8 @@ class SFR(bench.Method):
         if p["reference"] == "zeroshot" and ctx.store.class_text is None:
             raise bench.UserError("sfr reference=zeroshot needs class text embeddings")
         reference = (
-            ctx.references.zeroshot() if p["reference"] == "zeroshot"
+            ctx.references.zeroshot()
+            if p["reference"] == "zeroshot"
             else ctx.references.erm(ctx.seed)
         )
         p_ref = reference.probs(train.x)
@@ -115,10 +120,15 @@ class SFR(bench.Method):
 
 bench.variant("sfr-nodropout", SFR, {"dropout": 0.0}, "SFR without feature dropout (ablation)")
 bench.variant(
-    "sfr-noweights", SFR, {"weighting": "none", "group_norm": False},
-    "SFR with feature dropout only, no reweighting (ablation)", group_labels=frozenset(),
+    "sfr-noweights",
+    SFR,
+    {"weighting": "none", "group_norm": False},
+    "SFR with feature dropout only, no reweighting (ablation)",
+    group_labels=frozenset(),
 )
 bench.variant(
-    "sfr-groupweights", SFR, {"weighting": "none", "group_norm": True},
+    "sfr-groupweights",
+    SFR,
+    {"weighting": "none", "group_norm": True},
     "SFR with uniform group-balanced weights + dropout (ablation)",
 )

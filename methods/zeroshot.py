@@ -10,7 +10,9 @@ class ZeroShot(bench.Method):
     name = "zeroshot"
     description = "Zero-shot prompt head (class text embeddings), no training, no labels"
     group_labels = frozenset()
-    paper = "Radford et al. 2021, Learning Transferable Visual Models From Natural Language Supervision"
+    paper = (
+        "Radford et al. 2021, Learning Transferable Visual Models From Natural Language Supervision"
+    )
 
     def unsupported(self, store):
         if store.class_text is None:

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-SMALL = ["--dataset-opt", "n_train=1200", "--dataset-opt", "n_val=400", "--dataset-opt", "n_test=800"]
+SMALL = [
+    "--dataset-opt",
+    "n_train=1200",
+    "--dataset-opt",
+    "n_val=400",
+    "--dataset-opt",
+    "n_test=800",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +29,10 @@ def bench_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: di
     """Run the real `bench` entry point in a subprocess (exit codes and stderr as a user sees)."""
     return subprocess.run(
         [sys.executable, "-c", "from bench.cli import main; main()", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=timeout,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
 

@@ -1,7 +1,6 @@
 """The CLI's error paths and help texts: one line, exit code 2, an example in every --help."""
 
 import pytest
-
 from conftest import SMALL, bench_cli
 
 
@@ -9,11 +8,23 @@ from conftest import SMALL, bench_cli
     "args, expected",
     [
         (["run", "--methods", "ermm"], "unknown method 'ermm' (did you mean 'erm'?)"),
-        (["run", "--dataset", "synthetik"], "unknown dataset 'synthetik' (did you mean 'synthetic'?)"),
+        (
+            ["run", "--dataset", "synthetik"],
+            "unknown dataset 'synthetik' (did you mean 'synthetic'?)",
+        ),
         (["run", "--selection", "worst-grop"], "did you mean 'worst-group'?"),
-        (["run", "--methods", "erm", "--params", "erm.lr"], "--params erm.lr: expected METHOD.NAME=VALUE"),
-        (["run", "--methods", "erm", "--params", "erm.nope=1"], "'erm' has no tunable parameter 'nope'"),
-        (["run", "--methods", "erm", "--params", "erm.lr=fast"], "--params erm.lr=fast: expected a number"),
+        (
+            ["run", "--methods", "erm", "--params", "erm.lr"],
+            "--params erm.lr: expected METHOD.NAME=VALUE",
+        ),
+        (
+            ["run", "--methods", "erm", "--params", "erm.nope=1"],
+            "'erm' has no tunable parameter 'nope'",
+        ),
+        (
+            ["run", "--methods", "erm", "--params", "erm.lr=fast"],
+            "--params erm.lr=fast: expected a number",
+        ),
         (["run", "--methods", "erm", "--head", "mlp"], "--head mlp"),
         (["run", "--methods", "erm", "--dataset-opt", "dim=-3"], "--dataset-opt dim=-3"),
         (["run", "--methods", "erm", "--dataset-opt", "colour=red"], "--dataset-opt colour"),
@@ -47,7 +58,16 @@ def test_every_help_has_an_example(command):
 
 
 def test_label_hungry_method_refused_under_worst_class(tmp_path):
-    r = bench_cli("run", "--methods", "groupdro", "--selection", "worst-class", "--runs-dir",
-                  str(tmp_path), "--no-progress", *SMALL)
+    r = bench_cli(
+        "run",
+        "--methods",
+        "groupdro",
+        "--selection",
+        "worst-class",
+        "--runs-dir",
+        str(tmp_path),
+        "--no-progress",
+        *SMALL,
+    )
     assert r.returncode == 2
     assert "method 'groupdro' needs group labels on train" in r.stderr

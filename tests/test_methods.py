@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import default_params
 
 from bench import registry
 from bench.errors import UserError
 from bench.predictor import Predictor
 from bench.runner import Run, RunConfig
-
-from conftest import default_params
 
 ROBUST = ["groupdro", "reweight", "subsample", "jtt", "dfr", "sfr"]
 SEEDS = (0, 1)
@@ -33,7 +31,9 @@ MARGIN = 0.10
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Run:
     out = tmp_path_factory.mktemp("methods-run")
-    return Run(RunConfig(methods=None, trials=0, seeds=1, out=out, runs_dir=out.parent, progress=False))
+    return Run(
+        RunConfig(methods=None, trials=0, seeds=1, out=out, runs_dir=out.parent, progress=False)
+    )
 
 
 def mean_test(run: Run, name: str, seeds=SEEDS):
@@ -243,5 +243,3 @@ def test_method_needing_labels_is_refused_under_worst_class(tmp_path):
         Run(RunConfig(methods=["dfr"], selection="worst-class", out=tmp_path, runs_dir=tmp_path))
     # label-free methods are allowed
     Run(RunConfig(methods=["jtt"], selection="worst-class", out=tmp_path, runs_dir=tmp_path))
-
-

@@ -42,9 +42,11 @@ def test_overlapping_groups():
     y = torch.tensor([0, 1, 1, 0])
     pred = torch.tensor([0, 1, 0, 1])
     masks = torch.tensor(
-        [[True, True, False, False],  # identity A
-         [False, True, True, True],  # identity B, overlaps A on row 1
-         [True, True, True, True]]  # everyone
+        [
+            [True, True, False, False],  # identity A
+            [False, True, True, True],  # identity B, overlaps A on row 1
+            [True, True, True, True],
+        ]  # everyone
     )
     m = compute(pred, y, masks, ["A", "B", "all"], 2, torch.tensor([0.25, 0.5, 0.25]))
     assert m.per_group == pytest.approx({"A": 1.0, "B": 1 / 3, "all": 0.5})

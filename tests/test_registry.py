@@ -6,17 +6,16 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import SMALL, bench_cli
 
 from bench import registry
 from bench.errors import UserError
-
-from conftest import SMALL, bench_cli
 
 REPO = Path(__file__).resolve().parent.parent
 BUILTIN_METHODS = {"erm", "zeroshot", "reweight", "subsample", "groupdro", "jtt", "dfr", "sfr"}
 
 PLUGIN = textwrap.dedent(
-    '''
+    """
     import bench
 
     @bench.method
@@ -32,7 +31,7 @@ PLUGIN = textwrap.dedent(
             head = ctx.make_head()
             ctx.trainer.fit(head, train, bench.TrainConfig(epochs=ctx.params["epochs"]))
             return bench.Predictor(head)
-    '''
+    """
 )
 
 
@@ -57,8 +56,18 @@ def test_plugins_dir_method_is_listed_and_runs(tmp_path):
     assert listed.returncode == 0, listed.stderr
     assert "my-method" in listed.stdout
     ran = bench_cli(
-        "run", "--methods", "my-method,erm", "--plugins", str(tmp_path / "plugins"),
-        "--trials", "1", "--seeds", "1", "--no-progress", "--runs-dir", str(tmp_path / "runs"),
+        "run",
+        "--methods",
+        "my-method,erm",
+        "--plugins",
+        str(tmp_path / "plugins"),
+        "--trials",
+        "1",
+        "--seeds",
+        "1",
+        "--no-progress",
+        "--runs-dir",
+        str(tmp_path / "runs"),
         *SMALL,
     )
     assert ran.returncode == 0, ran.stderr
@@ -82,16 +91,40 @@ def test_wheel_ships_builtin_plugins(tmp_path):
     """Build the wheel, install it (no dependencies) into a target, find the plugins there."""
     dist = tmp_path / "dist"
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(dist), str(REPO)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(dist),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert build.returncode == 0, build.stderr
     (wheel,) = dist.glob("spurbench-*.whl")
     target = tmp_path / "target"
     inst = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert inst.returncode == 0, inst.stderr
     probe = (
@@ -99,8 +132,12 @@ def test_wheel_ships_builtin_plugins(tmp_path):
         "print(bench.__file__); print(','.join(r.methods())); print(','.join(r.datasets()))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
-        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}, timeout=300,
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     file, methods, datasets = out.stdout.strip().splitlines()[-3:]

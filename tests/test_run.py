@@ -4,17 +4,27 @@ import json
 from pathlib import Path
 
 import polars as pl
+from conftest import SMALL, bench_cli
 
 from bench.runner import Run, RunConfig
-
-from conftest import SMALL, bench_cli
 
 SMALL_OPTS = dict(a.split("=") for a in SMALL[1::2])
 
 
 def test_bench_run_erm_end_to_end(tmp_path):
-    r = bench_cli("run", "--methods", "erm", "--trials", "3", "--seeds", "2", "--no-progress",
-                  "--runs-dir", str(tmp_path / "runs"), *SMALL)
+    r = bench_cli(
+        "run",
+        "--methods",
+        "erm",
+        "--trials",
+        "3",
+        "--seeds",
+        "2",
+        "--no-progress",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        *SMALL,
+    )
     assert r.returncode == 0, r.stderr
     assert "Leaderboard: synthetic" in r.stdout and "Bayes-optimal" in r.stdout
     latest = tmp_path / "runs" / "latest"
@@ -31,7 +41,10 @@ def test_bench_run_erm_end_to_end(tmp_path):
     assert row["test_wga"] < row["bayes_wga"] - 0.1
     assert row["group_labels_used"] == "val" and row["selection"] == "worst-group"
     assert json.loads(row["test_groups"]).keys() == {
-        "y=landbird,a=land", "y=landbird,a=water", "y=waterbird,a=land", "y=waterbird,a=water"
+        "y=landbird,a=land",
+        "y=landbird,a=water",
+        "y=waterbird,a=land",
+        "y=waterbird,a=water",
     }
 
     from mlflow.tracking import MlflowClient
@@ -50,8 +63,21 @@ def test_bench_run_erm_end_to_end(tmp_path):
 
 
 def test_rerun_resumes_without_redoing(tmp_path):
-    args = ["run", "--methods", "erm", "--trials", "2", "--seeds", "1", "--no-progress",
-            "--out", str(tmp_path / "r"), "--runs-dir", str(tmp_path), *SMALL]
+    args = [
+        "run",
+        "--methods",
+        "erm",
+        "--trials",
+        "2",
+        "--seeds",
+        "1",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "r"),
+        "--runs-dir",
+        str(tmp_path),
+        *SMALL,
+    ]
     assert bench_cli(*args).returncode == 0
     before = (tmp_path / "r" / "rows" / "erm-seed0.parquet").stat().st_mtime_ns
     again = bench_cli(*args)
@@ -68,8 +94,15 @@ def test_rerun_resumes_without_redoing(tmp_path):
 
 def test_same_seed_same_numbers(tmp_path):
     def once(out: Path) -> pl.DataFrame:
-        cfg = RunConfig(methods=["erm", "sfr"], trials=2, seeds=2, out=out, runs_dir=tmp_path,
-                        dataset_opts=SMALL_OPTS, progress=False)
+        cfg = RunConfig(
+            methods=["erm", "sfr"],
+            trials=2,
+            seeds=2,
+            out=out,
+            runs_dir=tmp_path,
+            dataset_opts=SMALL_OPTS,
+            progress=False,
+        )
         return Run(cfg).execute().results.sort(["method", "seed"])
 
     a, b = once(tmp_path / "a"), once(tmp_path / "b")

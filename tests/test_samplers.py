@@ -29,11 +29,16 @@ def test_weighted_frequencies_follow_weights():
     w = torch.tensor([1.0, 3.0, 0.0, 4.0])
     s = Sampler.weighted(w, 100)
     drawn = torch.cat(
-        [torch.cat(s.epoch(torch.Generator().manual_seed(i), torch.device("cpu"))) for i in range(5000)]
+        [
+            torch.cat(s.epoch(torch.Generator().manual_seed(i), torch.device("cpu")))
+            for i in range(5000)
+        ]
     )
     freq = torch.bincount(drawn, minlength=4).double() / len(drawn)
     assert freq[2] == 0
-    assert torch.allclose(freq, torch.tensor([1 / 8, 3 / 8, 0.0, 4 / 8], dtype=torch.float64), atol=0.01)
+    assert torch.allclose(
+        freq, torch.tensor([1 / 8, 3 / 8, 0.0, 4 / 8], dtype=torch.float64), atol=0.01
+    )
 
 
 def test_group_balanced_weights_equal_totals():

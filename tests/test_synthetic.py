@@ -12,7 +12,9 @@ from bench.errors import UserError
 
 def load(**opts):
     registry.load_plugins()
-    return registry.get_dataset("synthetic").load(DatasetOptions(extra={k: str(v) for k, v in opts.items()}))
+    return registry.get_dataset("synthetic").load(
+        DatasetOptions(extra={k: str(v) for k, v in opts.items()})
+    )
 
 
 def counts(spec, split):
@@ -42,16 +44,22 @@ def test_bayes_ceiling_is_reached_by_the_core_rule_and_not_by_erm_like_rules():
     test = (md["split"] == "test").to_numpy()
     x, y, a = spec.features[test], md["y"].to_numpy()[test], md["a"].to_numpy()[test]
     # recover the core direction from the class means within each attribute value
-    u = np.mean([x[(y == 1) & (a == k)].mean(0) - x[(y == 0) & (a == k)].mean(0) for k in (0, 1)], 0)
+    u = np.mean(
+        [x[(y == 1) & (a == k)].mean(0) - x[(y == 0) & (a == k)].mean(0) for k in (0, 1)], 0
+    )
     u /= np.linalg.norm(u)
     pred = (x @ u > 0).astype(int)
     accs = [float((pred == y)[(y == yy) & (a == aa)].mean()) for yy in (0, 1) for aa in (0, 1)]
     # 10,000 examples per group: sampling std ≈ 0.004
     assert min(accs) == pytest.approx(spec.bayes_wga, abs=0.02)
     # a rule that also uses the spurious direction does worse on its worst group
-    v = np.mean([x[(y == yy) & (a == 1)].mean(0) - x[(y == yy) & (a == 0)].mean(0) for yy in (0, 1)], 0)
+    v = np.mean(
+        [x[(y == yy) & (a == 1)].mean(0) - x[(y == yy) & (a == 0)].mean(0) for yy in (0, 1)], 0
+    )
     pred2 = (x @ (u + 0.3 * v / np.linalg.norm(v)) > 0).astype(int)
-    worst2 = min(float((pred2 == y)[(y == yy) & (a == aa)].mean()) for yy in (0, 1) for aa in (0, 1))
+    worst2 = min(
+        float((pred2 == y)[(y == yy) & (a == aa)].mean()) for yy in (0, 1) for aa in (0, 1)
+    )
     assert worst2 < spec.bayes_wga - 0.03
 
 

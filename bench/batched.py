@@ -1,0 +1,441 @@
+"""Batched training: K configurations of one method trained as one computation.
+
+Why: a head on cached features is a thin matrix product, so an epoch costs one stream
+of the feature matrix through memory plus per-step Python and dispatch overhead. Trained
+one at a time, every configuration pays both. Stacked, one gathered block of rows
+serves all K heads while it is in cache, and the per-step overhead is paid once.
+
+The gradient is computed analytically (softmax − one-hot, then Gᵀ X; for the prompt
+head through the normalisation), block by block, so each block of rows is read once
+per step instead of once by the forward and again by autograd's backward. The update
+is AdamW or SGD vectorised over configurations, with per-configuration lr and weight
+decay, written to match torch.optim's formulas.
+
+Contract: `fit_batched(heads, data, cfgs, trainers, ...)[k]` equals, up to
+floating-point rounding, `trainers[k].fit(heads[k], data, cfgs[k], Hooks(...))`:
+same initial head, same batch order (drawn from trainers[k].generator), same loss and
+update, same epochs, same per-epoch reporter calls. Configurations may differ in lr,
+weight decay, optimizer, batch size and epochs. Batch order is drawn once for all
+configurations whose generators are in the same state (tuning: every trial uses the
+same seed); otherwise (final seeds) each configuration gets its own rows, still in
+one batched computation. A configuration that diverges or is pruned is returned as
+its exception; the others go on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from bench.heads import LinearHead, PromptHead
+from bench.samplers import Sampler
+from bench.store import FeatureSplit
+from bench.trainer import NonFiniteLoss, TrainConfig, Trainer
+
+BLOCK_ROWS = 1024  # rows per gradient block (never more than a batch)
+GATHER_BYTES = 8 << 20  # rows gathered at once: enough work per call, still cache-resident
+BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.AdamW defaults, which Trainer.fit uses
+
+
+# -- stacked heads --------------------------------------------------------------------
+class _Kind:
+    """How a head kind lays its parameters out flat, and its loss gradient on a block."""
+
+    def sizes(self) -> list[int]:  # per-configuration sizes of the flat segments
+        raise NotImplementedError
+
+    def read(self, head: nn.Module) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def write(self, head: nn.Module, segs: list[torch.Tensor]) -> None:
+        raise NotImplementedError
+
+
+class _Linear(_Kind):
+    """logits = W h + b; flat layout [W of all K | b of all K] so W views as [K·C, D]."""
+
+    def __init__(self, head: LinearHead) -> None:
+        self.c, self.d = head.linear.weight.shape
+
+    def sizes(self) -> list[int]:
+        return [self.c * self.d, self.c]
+
+    def read(self, head: nn.Module) -> list[torch.Tensor]:
+        return [head.linear.weight.detach().reshape(-1), head.linear.bias.detach().reshape(-1)]
+
+    def write(self, head: nn.Module, segs: list[torch.Tensor]) -> None:
+        head.linear.weight.copy_(segs[0].view(self.c, self.d))
+        head.linear.bias.copy_(segs[1])
+
+    def grad(self, segs, k, xb, oh, scale, out, accumulate, shared):  # noqa: ANN001, ANN201
+        """Σ_i scale_i ∇CE_i over the block into `out`; returns the block's logits."""
+        c, d = self.c, self.d
+        if shared:  # xb [n, D]: one matrix product serves all K heads
+            w, b = segs[0].view(k * c, d), segs[1].view(k * c)
+            logits = torch.addmm(b, xb, w.t()).view(-1, k, c)
+            g = logits.softmax(-1).sub_(oh.unsqueeze(1)).mul_(scale)
+            g2 = g.view(-1, k * c)
+            gw, gb = out[0].view(k * c, d), out[1].view(k * c)
+            if accumulate:
+                gw.addmm_(g2.t(), xb)
+                gb.add_(g2.sum(0))
+            else:
+                torch.mm(g2.t(), xb, out=gw)
+                torch.sum(g2, 0, out=gb)
+            return logits
+        w, b = segs[0].view(k, c, d), segs[1].view(k, c)  # xb [K, n, D]: own rows per head
+        logits = torch.baddbmm(b.unsqueeze(1), xb, w.transpose(1, 2))
+        g = logits.softmax(-1).sub_(oh).mul_(scale)
+        gw, gb = out[0].view(k, c, d), out[1].view(k, c)
+        if accumulate:
+            gw.baddbmm_(g.transpose(1, 2), xb)
+            gb.add_(g.sum(1))
+        else:
+            torch.bmm(g.transpose(1, 2), xb, out=gw)
+            torch.sum(g, 1, out=gb)
+        return logits
+
+
+class _Prompt(_Kind):
+    """logits = s · normalize(P h) Tᵀ with T fixed; the gradient goes through the norm."""
+
+    def __init__(self, head: PromptHead) -> None:
+        self.e, self.d = head.proj.shape
+        self.text = head.text
+        self.scale = head.logit_scale
+
+    def sizes(self) -> list[int]:
+        return [self.e * self.d]
+
+    def read(self, head: nn.Module) -> list[torch.Tensor]:
+        if not torch.equal(head.text, self.text) or head.logit_scale != self.scale:
+            raise ValueError("batched prompt heads must share class text and logit scale")
+        return [head.proj.detach().reshape(-1)]
+
+    def write(self, head: nn.Module, segs: list[torch.Tensor]) -> None:
+        head.proj.copy_(segs[0].view(self.e, self.d))
+
+    def grad(self, segs, k, xb, oh, scale, out, accumulate, shared):  # noqa: ANN001, ANN201
+        e, d, t, s = self.e, self.d, self.text, self.scale
+        if shared:
+            u = torch.mm(xb, segs[0].view(k * e, d).t()).view(-1, k, e)
+        else:
+            u = torch.bmm(xb, segs[0].view(k, e, d).transpose(1, 2))
+        r = u.norm(dim=-1, keepdim=True).clamp_min_(1e-12)  # F.normalize's eps
+        z = u / r
+        logits = (z @ t.t()).mul_(s)
+        g = logits.softmax(-1).sub_(oh if not shared else oh.unsqueeze(1)).mul_(scale)
+        dz = (g @ t).mul_(s)
+        du = dz.sub_(z * (z * dz).sum(-1, keepdim=True)).div_(r)
+        if shared:
+            gp = out[0].view(k * e, d)
+            du2 = du.view(-1, k * e).t()
+            gp.addmm_(du2, xb) if accumulate else torch.mm(du2, xb, out=gp)
+        else:
+            gp = out[0].view(k, e, d)
+            dut = du.transpose(1, 2)
+            gp.baddbmm_(dut, xb) if accumulate else torch.bmm(dut, xb, out=gp)
+        return logits
+
+
+def _kind_of(heads: list[nn.Module]) -> _Kind:
+    first = heads[0]
+    for h in heads:
+        if type(h) is not type(first):
+            raise TypeError("batched training needs heads of one kind")
+    if isinstance(first, LinearHead):
+        return _Linear(first)
+    if isinstance(first, PromptHead):
+        return _Prompt(first)
+    raise TypeError(
+        f"batched training supports LinearHead and PromptHead, not {type(first).__name__}; "
+        "train other heads with Trainer.fit"
+    )
+
+
+# -- a stack: configurations that step together ----------------------------------------
+class _Stack:
+    """Configurations with the same optimizer and batch size: flat parameters [K·P] and
+    optimizer state, per-element lr and weight decay, one step counter."""
+
+    def __init__(self, kind: _Kind, ks: list[int], heads: list[nn.Module],
+                 cfgs: list[TrainConfig], batch: int, device: torch.device) -> None:
+        self.kind, self.ks, self.batch = kind, list(ks), batch
+        self.sizes = kind.sizes()
+        cfg = cfgs[ks[0]]
+        self.adam = cfg.optimizer != "sgd"
+        self.momentum = cfg.momentum
+        self.t = 0
+        per_head = [kind.read(heads[k]) for k in ks]
+        self.theta = torch.cat([
+            torch.stack([p[i] for p in per_head]).reshape(-1) for i in range(len(self.sizes))
+        ]).to(device=device, dtype=torch.float32)
+        self.grad = torch.zeros_like(self.theta)
+        self.m = torch.zeros_like(self.theta)
+        self.v = torch.zeros_like(self.theta) if self.adam else None
+        self.lr_cfg = torch.tensor([cfgs[k].lr for k in ks], dtype=torch.float32)
+        self.wd_cfg = torch.tensor([cfgs[k].weight_decay for k in ks], dtype=torch.float32)
+        self._expand()
+
+    def _expand(self) -> None:
+        """Per-element lr and weight decay (or AdamW's decay factor), laid out as theta;
+        and the parameter and gradient views the block loop reads."""
+        dev = self.theta.device
+        per_elem = lambda v: torch.cat([v.repeat_interleave(s) for s in self.sizes]).to(dev)  # noqa: E731
+        self.lr = per_elem(self.lr_cfg)
+        wd = per_elem(self.wd_cfg)
+        self.decay = (1 - self.lr * wd) if self.adam else wd
+        self.p, self.g = self.segs(self.theta), self.segs(self.grad)
+
+    @property
+    def k(self) -> int:
+        return len(self.ks)
+
+    def segs(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        out, off = [], 0
+        for size in self.sizes:
+            out.append(flat[off : off + self.k * size])
+            off += self.k * size
+        return out
+
+    def rows(self, flat: torch.Tensor, k: int) -> list[torch.Tensor]:
+        return [seg.view(self.k, -1)[k] for seg in self.segs(flat)]
+
+    def finite(self) -> list[bool]:
+        ok = torch.ones(self.k, dtype=torch.bool, device=self.theta.device)
+        for seg in self.segs(self.theta):
+            ok &= torch.isfinite(seg.view(self.k, -1)).all(1)
+        return ok.tolist()
+
+    def keep(self, keep: list[int]) -> None:
+        """Drop configurations that finished: they cost nothing from here on."""
+        idx = torch.tensor(keep, dtype=torch.long)
+        didx = idx.to(self.theta.device)
+
+        def sel(flat: torch.Tensor | None) -> torch.Tensor | None:
+            if flat is None:
+                return None
+            return torch.cat([s.view(self.k, -1)[didx].reshape(-1) for s in self.segs(flat)])
+
+        self.theta, self.grad, self.m, self.v = (
+            sel(self.theta), sel(self.grad), sel(self.m), sel(self.v)
+        )
+        self.ks = [self.ks[i] for i in keep]
+        self.lr_cfg, self.wd_cfg = self.lr_cfg[idx], self.wd_cfg[idx]
+        self._expand()
+
+    def step(self) -> None:
+        """One AdamW or SGD(momentum) step of every configuration, as torch.optim does it."""
+        self.t += 1
+        g, th = self.grad, self.theta
+        if self.adam:
+            b1, b2 = BETAS
+            th.mul_(self.decay)
+            self.m.lerp_(g, 1 - b1)
+            self.v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            bc1, bc2 = 1 - b1**self.t, 1 - b2**self.t
+            # θ −= lr/bc1 · m / (√v/√bc2 + ε), rearranged to save two passes
+            denom = self.v.sqrt().add_(EPS * math.sqrt(bc2))
+            th.addcdiv_(self.m * self.lr, denom, value=-math.sqrt(bc2) / bc1)
+        else:
+            d = g.addcmul(th, self.decay)
+            self.m.mul_(self.momentum).add_(d)  # the first step leaves m = d, as torch does
+            th.addcmul_(self.m, self.lr, value=-1)
+
+
+# -- the loop --------------------------------------------------------------------------
+@dataclass
+class _Config:
+    epochs: int
+    batch: int
+    sampler: Sampler
+    generator: torch.Generator
+    reporter: object
+
+
+def _blocks(n: int, batches: set[int], block: int) -> list[tuple[int, int]]:
+    """Row ranges that never cross any stack's batch boundary, at most `block` long."""
+    cuts = {n}
+    for b in batches:
+        cuts.update(range(b, n, b))
+    out, start = [], 0
+    for end in sorted(cuts):
+        while start < end:
+            out.append((start, min(end, start + block)))
+            start = out[-1][1]
+    return out
+
+
+def _spans(blocks: list[tuple[int, int]], rows: int) -> list[tuple[int, int, list]]:
+    """Consecutive blocks grouped into gather spans of about `rows` rows: one random-row
+    gather per span (random rows are the expensive reads), blocks then slice it."""
+    spans: list[tuple[int, int, list]] = []
+    for b in blocks:
+        if spans and b[1] - spans[-1][0] <= rows:
+            spans[-1] = (spans[-1][0], b[1], spans[-1][2] + [b])
+        else:
+            spans.append((b[0], b[1], [b]))
+    return spans
+
+
+def _draw_orders(cfgs: dict[int, _Config], device: torch.device) -> dict[int, torch.Tensor]:
+    """Each configuration's epoch order from its own generator, drawn once per group of
+    configurations whose generators are in the same state and whose samplers agree."""
+    orders: dict[int, torch.Tensor] = {}
+    leaders: dict[tuple, int] = {}
+    for k, c in cfgs.items():
+        w = c.sampler.weights
+        key = (None if w is None else id(w), bytes(c.generator.get_state().numpy()))
+        if key in leaders:
+            lead = cfgs[leaders[key]]
+            orders[k] = orders[leaders[key]]
+            c.generator.set_state(lead.generator.get_state())
+            continue
+        leaders[key] = k
+        orders[k] = torch.cat(c.sampler.epoch(c.generator, device))
+    return orders
+
+
+def _row_scale(w: torch.Tensor | None, order: torch.Tensor, batch: int) -> torch.Tensor:
+    """Per position in the epoch: w_i / Σ_batch w (1/len(batch) unweighted), so the block
+    sums give each batch's Σ w·CE / Σ w, as Trainer.fit's loss."""
+    n = order.shape[-1]
+    which = torch.arange(n, device=order.device) // batch
+    if w is None:
+        lens = torch.bincount(which).to(torch.float32)
+        return (1.0 / lens)[which]
+    wo = w[order] if w.dim() == 1 else torch.gather(w, 1, order)
+    sums = torch.zeros(*wo.shape[:-1], int(which[-1]) + 1, device=wo.device, dtype=wo.dtype)
+    sums.index_add_(-1, which, wo)
+    return wo / sums.clamp_min(1e-12)[..., which]
+
+
+@torch.no_grad()
+def fit_batched(
+    heads: list[nn.Module],
+    data: FeatureSplit,
+    cfgs: list[TrainConfig],
+    trainers: list[Trainer],
+    weights: torch.Tensor | None = None,
+    samplers: list[Sampler | None] | None = None,
+    report: bool = True,
+    block_rows: int = BLOCK_ROWS,
+) -> list[nn.Module | Exception]:
+    """Train heads[k] with cfgs[k] as trainers[k].fit would, all K in one computation.
+
+    weights: per-example loss weights, [N] shared or [K, N] per configuration.
+    samplers: per configuration, None for uniform batches of cfgs[k].batch_size.
+    Returns the trained heads (in eval mode), or for a configuration that diverged or
+    whose reporter raised (a pruned trial), that exception.
+    """
+    n_cfg = len(heads)
+    if not (len(cfgs) == len(trainers) == n_cfg) or n_cfg == 0:
+        raise ValueError("fit_batched needs one config and one trainer per head")
+    samplers = samplers or [None] * n_cfg
+    if weights is not None and weights.dim() == 2 and weights.shape[0] != n_cfg:
+        raise ValueError(f"weights has {weights.shape[0]} rows for {n_cfg} configurations")
+    kind = _kind_of(heads)
+    x, n = data.x, len(data)
+    device = x.device
+    onehot = F.one_hot(data.y, data.n_classes).to(x.dtype)
+    results: list[nn.Module | Exception | None] = [None] * n_cfg
+    live: dict[int, _Config] = {}
+    for k in range(n_cfg):
+        s = samplers[k] or Sampler.uniform(n, cfgs[k].batch_size)
+        live[k] = _Config(cfgs[k].epochs, s.batch_size, s, trainers[k].generator,
+                          trainers[k].reporter if report else None)
+        heads[k].train()
+    groups: dict[tuple, list[int]] = {}
+    for k, c in live.items():
+        opt = "sgd" if cfgs[k].optimizer == "sgd" else "adamw"
+        groups.setdefault((opt, cfgs[k].momentum if opt == "sgd" else 0.0, c.batch), []).append(k)
+    stacks = [_Stack(kind, ks, heads, cfgs, key[2], device) for key, ks in groups.items()]
+    blocks = _blocks(n, {s.batch for s in stacks}, block_rows)
+    row_bytes = x.shape[1] * x.element_size()
+
+    def finish(k: int, outcome: nn.Module | Exception) -> None:
+        results[k] = outcome
+        del live[k]
+
+    def write_back(stack: _Stack, i: int) -> nn.Module:
+        head = heads[stack.ks[i]]
+        kind.write(head, stack.rows(stack.theta, i))
+        return head
+
+    for k in [k for k, c in live.items() if c.epochs <= 0]:
+        finish(k, heads[k].eval())
+    epoch = 0
+    while live:
+        orders = _draw_orders(live, device)
+        # one batch per epoch (full-batch training): the row order only changes rounding,
+        # so stream the rows in storage order instead of gathering them at random
+        stream = all(st.batch >= n for st in stacks)
+        if stream:
+            ident = torch.arange(n, device=device)
+            orders = {k: ident for k in orders}
+        shared = len({id(o) for o in orders.values()}) == 1
+        ords, scales = [], []
+        for st in stacks:
+            o = torch.stack([orders[k] for k in st.ks])
+            w = weights if weights is None or weights.dim() == 1 else weights[st.ks]
+            ords.append(o)
+            sc = _row_scale(w, o[0] if shared and (w is None or w.dim() == 1) else o, st.batch)
+            scales.append(sc.t() if shared and sc.dim() == 2 else sc)  # shared: [n, K]
+        order0 = ords[0][0] if shared else None
+        width = 1 if shared else sum(st.k for st in stacks)
+        for g0, g1, span in _spans(blocks, max(1, GATHER_BYTES // (row_bytes * width))):
+            if shared:
+                if stream:
+                    xg, ohg = x[g0:g1], onehot[g0:g1]
+                else:
+                    idx = order0[g0:g1]
+                    xg, ohg = torch.index_select(x, 0, idx), onehot[idx]
+            else:
+                gathered = [(x[o[:, g0:g1]], onehot[o[:, g0:g1]]) for o in ords]
+            for start, end in span:
+                a, b = start - g0, end - g0
+                for i, st in enumerate(stacks):
+                    sc = scales[i]
+                    if shared:
+                        xb, oh = xg[a:b], ohg[a:b]
+                        s = sc[start:end]
+                        s = s.view(-1, 1, 1) if s.dim() == 1 else s.unsqueeze(-1)
+                    else:
+                        xb, oh = gathered[i][0][:, a:b], gathered[i][1][:, a:b]
+                        s = (sc[:, start:end].unsqueeze(-1) if sc.dim() == 2
+                             else sc[start:end].view(1, -1, 1))
+                    first = start % st.batch == 0
+                    kind.grad(st.p, st.k, xb, oh, s, st.g, not first,
+                              shared)
+                    if end % st.batch == 0 or end == n:
+                        st.step()
+        epoch += 1
+        for st in stacks:
+            drop = []
+            for i, ok in enumerate(st.finite()):
+                k = st.ks[i]
+                if not ok:
+                    finish(k, NonFiniteLoss(f"parameters became non-finite in epoch {epoch - 1}"))
+                    drop.append(i)
+                    continue
+                cfg = live[k]
+                if cfg.reporter is not None:
+                    head = write_back(st, i)
+                    try:
+                        cfg.reporter(epoch - 1, head)
+                    except Exception as exc:  # e.g. optuna.TrialPruned: this one stops
+                        finish(k, exc)
+                        drop.append(i)
+                        continue
+                    head.train()
+                if cfg.epochs <= epoch:
+                    finish(k, write_back(st, i).eval())
+                    drop.append(i)
+            if drop:
+                st.keep([i for i in range(st.k) if i not in drop])
+        stacks = [st for st in stacks if st.k]
+    return results  # type: ignore[return-value]

@@ -1,0 +1,276 @@
+"""The on-disk feature cache: content-addressed, atomic, verified on read, process-safe.
+
+An entry is `<cache>/features/<dataset>-<key>.npz` (plain arrays, read with
+allow_pickle=False) plus a `.json` manifest written after it with the file's size and
+sha256 and each array's shape and dtype. The key hashes everything that decides the
+numbers: the dataset's fingerprint, the identity (size, mtime) of every item file, the
+encoder id, its weights identity and its preprocessing. A corrupt or stale entry is
+rebuilt with a warning, never trusted; a file lock makes two processes encoding the same
+dataset wait for one another instead of both writing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock, Timeout
+
+from bench.encoders import Encoded, Encoder
+from bench.errors import UserError
+from bench.spec import DatasetSpec
+
+FORMAT = 1
+log = logging.getLogger("bench.cache")
+
+
+def cache_dir() -> Path:
+    """Where spurbench keeps caches: $SPURBENCH_CACHE, else ~/.cache/spurbench."""
+    env = os.environ.get("SPURBENCH_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "spurbench"
+
+
+def features_dir(root: Path) -> Path:
+    return Path(root) / "features"
+
+
+def items_identity(spec: DatasetSpec) -> str:
+    """Hash of (path, size, mtime) of every image a spec names: a changed image is a new key.
+
+    Texts and feature rows are already inside spec.fingerprint(); only files need this.
+    """
+    if spec.item_kind != "image":
+        return ""
+    root = Path(spec.root or "")
+    h = hashlib.sha256()
+    for item in spec.metadata["item"].to_list():
+        path = root / str(item)
+        try:
+            st = os.stat(path)
+        except OSError:
+            raise UserError(f"dataset '{spec.name}': image file {path} is missing") from None
+        h.update(f"{item}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def entry_identity(spec: DatasetSpec, encoder: Encoder) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "dataset": spec.name,
+        "fingerprint": spec.fingerprint(),
+        "items": items_identity(spec),
+        "rows": spec.metadata.height,
+        "encoder": encoder.cache_identity(),
+    }
+
+
+def _key(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:  # noqa: ANN001
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class Entry:
+    """One cache entry: its data file, its manifest, and the lock that guards writing it."""
+
+    data: Path
+
+    @property
+    def manifest(self) -> Path:
+        return self.data.with_suffix(".json")
+
+    @property
+    def lock(self) -> Path:
+        return self.data.with_suffix(".lock")
+
+    @classmethod
+    def for_key(cls, root: Path, dataset: str, key: str) -> Entry:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset)
+        return cls(features_dir(root) / f"{safe}-{key}.npz")
+
+    def read_manifest(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.manifest.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"manifest unreadable ({type(exc).__name__})") from None
+
+    def load(self, identity: dict[str, Any]) -> Encoded:
+        """Read and verify: manifest, identity, size, checksum, shapes and dtypes."""
+        m = self.read_manifest()
+        if m.get("identity") != identity:
+            raise ValueError("manifest was written for different inputs")
+        if not self.data.is_file():
+            raise ValueError("data file missing")
+        size = self.data.stat().st_size
+        if size != m.get("bytes"):
+            raise ValueError(f"data file has {size} bytes, manifest says {m.get('bytes')}")
+        if _sha256(self.data) != m.get("sha256"):
+            raise ValueError("checksum mismatch")
+        try:
+            with np.load(self.data, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except Exception as exc:  # zipfile/ValueError on damaged files
+            raise ValueError(f"unreadable arrays ({type(exc).__name__}: {exc})") from None
+        expected = m.get("arrays", {})
+        if set(arrays) != set(expected):
+            raise ValueError("array names differ from the manifest")
+        for name, arr in arrays.items():
+            want = expected[name]
+            if list(arr.shape) != want["shape"] or str(arr.dtype) != want["dtype"]:
+                raise ValueError(f"array '{name}' has shape {arr.shape} dtype {arr.dtype}")
+        if arrays["features"].shape[0] != identity["rows"]:
+            raise ValueError("row count differs from the dataset")
+        return Encoded(
+            features=arrays["features"],
+            class_text=arrays.get("class_text"),
+            visual_projection=arrays.get("visual_projection"),
+            logit_scale=float(m["logit_scale"]),
+            untrained=bool(m["untrained"]),
+        )
+
+    def write(self, identity: dict[str, Any], encoded: Encoded, meta: dict[str, Any]) -> None:
+        arrays = {"features": np.ascontiguousarray(encoded.features, dtype=np.float32)}
+        if encoded.class_text is not None:
+            arrays["class_text"] = np.ascontiguousarray(encoded.class_text, dtype=np.float32)
+        if encoded.visual_projection is not None:
+            arrays["visual_projection"] = np.ascontiguousarray(
+                encoded.visual_projection, dtype=np.float32
+            )
+        self.data.parent.mkdir(parents=True, exist_ok=True)
+        self.manifest.unlink(missing_ok=True)  # no manifest = no entry while the data changes
+        _atomic_write(self.data, lambda f: np.savez(f, **arrays))
+        manifest = {
+            **meta,
+            "identity": identity,
+            "bytes": self.data.stat().st_size,
+            "sha256": _sha256(self.data),
+            "arrays": {
+                k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()
+            },
+            "logit_scale": float(encoded.logit_scale),
+            "untrained": bool(encoded.untrained),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        _atomic_write(self.manifest, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+
+    def remove(self) -> int:
+        freed = 0
+        for path in (self.data, self.manifest, self.lock):
+            if path.exists():
+                freed += path.stat().st_size
+                path.unlink(missing_ok=True)
+        return freed
+
+
+def _try_load(entry: Entry, identity: dict[str, Any]) -> Encoded | None:
+    if not entry.manifest.exists() and not entry.data.exists():
+        return None
+    try:
+        return entry.load(identity)
+    except ValueError as exc:
+        log.warning(
+            "feature cache entry %s is corrupt or stale (%s); rebuilding it", entry.data, exc
+        )
+        return None
+
+
+def cached_encode(spec: DatasetSpec, encoder: Encoder, cache_root: Path) -> Encoded:
+    """encoder.encode(spec), computed once and stored; later calls read the verified entry."""
+    identity = entry_identity(spec, encoder)
+    entry = Entry.for_key(Path(cache_root), spec.name, _key(identity))
+    found = _try_load(entry, identity)
+    if found is not None:
+        return found
+    entry.data.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(entry.lock))
+    try:
+        lock.acquire(timeout=1)
+    except Timeout:
+        log.warning("another process is encoding %s with %s; waiting for it", spec.name, encoder.id)
+        lock.acquire()
+    try:
+        found = _try_load(entry, identity)  # the other process may have written it meanwhile
+        if found is not None:
+            return found
+        encoded = encoder.encode(spec)
+        entry.write(identity, encoded, {"dataset": spec.name, "encoder": encoder.id})
+        return encoded
+    finally:
+        lock.release()
+
+
+def list_entries(root: Path) -> list[tuple[Entry, dict[str, Any] | None]]:
+    """Every entry under root with its manifest (None when the manifest is unreadable)."""
+    folder = features_dir(root)
+    if not folder.is_dir():
+        return []
+    out = []
+    for data in sorted(folder.glob("*.npz")):
+        entry = Entry(data)
+        try:
+            out.append((entry, entry.read_manifest()))
+        except ValueError:
+            out.append((entry, None))
+    return out
+
+
+def verify(entry: Entry) -> str:
+    """'ok', or why the entry would be rebuilt (checked against its own manifest)."""
+    try:
+        m = entry.read_manifest()
+        entry.load(m["identity"])
+    except (ValueError, KeyError) as exc:
+        return f"corrupt: {exc}"
+    return "ok"
+
+
+def clear(root: Path, dataset: str | None = None) -> tuple[int, int]:
+    """Remove feature entries (of one dataset, or all) and leftovers; (entries, bytes) freed."""
+    n, freed = 0, 0
+    for entry, manifest in list_entries(root):
+        if dataset is not None and (manifest or {}).get("dataset") != dataset:
+            continue
+        freed += entry.remove()
+        n += 1
+    folder = features_dir(root)
+    if folder.is_dir():
+        for path in folder.iterdir():
+            stale = path.name.startswith(".") and ".tmp" in path.name
+            orphan = path.suffix in (".json", ".lock") and not path.with_suffix(".npz").exists()
+            if dataset is None and (stale or orphan):
+                freed += path.stat().st_size
+                path.unlink(missing_ok=True)
+    rendered = Path(root) / "datasets"
+    targets = [rendered] if dataset is None else [rendered / dataset]
+    for target in targets:
+        if target.is_dir():
+            freed += sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+            shutil.rmtree(target)
+    return n, freed

@@ -1,0 +1,243 @@
+"""`--parallel-trials K`: tune with K trials at a time, trained as one batched computation.
+
+Optuna is asked for K trials at once (study.ask), the method's `fit_batched` trains all
+K heads in one pass over the features (bench.batched), and each trial is then told its
+result (study.tell) through the same objective as one-at-a-time tuning, so MLflow,
+pruning, failure reasons and the budget work as in bench.tuning. Final seeds of a method
+are trained the same way. A method that does not override `Method.fit_batched` is still
+asked K trials at a time (the same tuning procedure for every method of a comparison)
+but fitted one trial after another through the ordinary `Run.fit`.
+
+Each configuration's head equals what one-at-a-time fitting gives (same seed, same
+batches, up to floating-point rounding); the tuning differs only in that the sampler
+proposes K trials before it sees their results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from bench import heartbeat
+from bench.errors import UserError
+from bench.method import Method
+from bench.metrics import evaluate
+from bench.predictor import Predictor
+from bench.redact import redact
+from bench.selection import select_score
+from bench.tuning import (
+    FAIL_REASON,
+    INTERRUPTED,
+    POLL_SECONDS,
+    SURPLUS,
+    Objective,
+    TuneOutcome,
+    _admitted,
+    counts,
+    outcome,
+)
+
+if TYPE_CHECKING:
+    from bench.registry import MethodEntry
+    from bench.runner import Run
+    from bench.space import Param
+
+log = logging.getLogger("bench.tuning")
+
+
+def batches(entry: MethodEntry) -> bool:
+    """Whether the method trains several configurations in one computation."""
+    return type(entry.create()).fit_batched is not Method.fit_batched
+
+
+class Prefit:
+    """Heads fitted in one batch, handed out by `Run.fit` one configuration at a time,
+    with the per-epoch validation scores to log once the trial's MLflow run exists."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+        self.items: dict[tuple, tuple[Predictor | BaseException, list[tuple[int, float]]]] = {}
+
+    @staticmethod
+    def key(method: str, seed: int, trial: Any = None) -> tuple:
+        return ("trial", method, trial.number) if trial is not None else ("seed", method, seed)
+
+    def take(
+        self, method: str, seed: int, trial: Any = None, log_to: Any = None
+    ) -> Predictor | None:
+        """The prefitted predictor (raising its exception if it failed), or None."""
+        item = self.items.pop(self.key(method, seed, trial), None)
+        if item is None:
+            return None
+        result, scores = item
+        if log_to is not None:
+            for epoch, score in scores:
+                log_to[0].metric(log_to[1], f"epoch_val_{self.metric}", score, epoch)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+
+def _fit_batch(run: Run, entry: MethodEntry, params: list[dict], seeds: list[int],
+               trials: list[Any] | None) -> Prefit:
+    """Fit every configuration with the method's fit_batched; per-epoch validation scores
+    feed each trial's pruner as in `Run.fit`."""
+    prefit = Prefit(run.rule.metric)
+    val = run.store.splits["val"]
+    ctxs, scores = [], []
+    for i, (p, seed) in enumerate(zip(params, seeds, strict=True)):
+        ctx = run.context(entry.name, p, seed)
+        history: list[tuple[int, float]] = []
+        if trials is not None:
+            ctx.trainer.reporter = _reporter(run, trials[i], history)
+        ctxs.append(ctx)
+        scores.append(history)
+    try:
+        results: list = entry.create().fit_batched(run.store.splits["train"], val, ctxs)
+    except (KeyboardInterrupt, UserError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - every configuration fails with the reason
+        results = [exc] * len(ctxs)
+    for i, seed in enumerate(seeds):
+        trial = trials[i] if trials is not None else None
+        prefit.items[Prefit.key(entry.name, seed, trial)] = (results[i], scores[i])
+    return prefit
+
+
+def _reporter(run: Run, trial: optuna.Trial, history: list) -> Callable:
+    val = run.store.splits["val"]
+
+    def report(epoch: int, head: torch.nn.Module) -> None:
+        score = select_score(evaluate(Predictor(head), val, run.store).as_dict(), run.rule)
+        history.append((epoch, score))
+        trial.report(score, epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+    return report
+
+
+def prefit_seeds(run: Run, entry: MethodEntry, params: dict[str, Any], seeds: list[int]) -> None:
+    """Final seeds of a batched method in one computation; `Run.fit` hands them out."""
+    if len(seeds) > 1 and batches(entry):
+        run.prefit = _fit_batch(run, entry, [params] * len(seeds), seeds, None)
+
+
+def _tell_one(
+    trial: optuna.Trial, params: dict[str, Any], objective: Objective
+) -> tuple[TrialState, float | None]:
+    """One trial's outcome, with the states and reasons of bench.tuning.tune."""
+    try:
+        score, extra = objective(params, trial)
+    except optuna.TrialPruned:
+        return TrialState.PRUNED, None
+    except KeyboardInterrupt:
+        trial.set_user_attr(INTERRUPTED, True)
+        raise
+    except Exception as exc:
+        trial.set_user_attr(FAIL_REASON, redact(f"{type(exc).__name__}: {exc}"))
+        return TrialState.FAIL, None
+    for k, v in extra.items():
+        trial.set_user_attr(k, v)
+    if not math.isfinite(score):
+        trial.set_user_attr(FAIL_REASON, f"objective returned {score}")
+        return TrialState.FAIL, None
+    return TrialState.COMPLETE, score
+
+
+def tune_parallel(
+    run: Run,
+    entry: MethodEntry,
+    study: optuna.Study,
+    space: dict[str, Param],
+    fixed: dict[str, Any],
+    budget: int,
+    objective: Objective,
+    on_trial: Callable[[FrozenTrial], None] | None = None,
+    wait: bool = True,
+) -> TuneOutcome:
+    """bench.tuning.tune with up to `run.cfg.parallel_trials` trials per round."""
+    width = run.cfg.parallel_trials
+    tunable = {k: p for k, p in space.items() if k not in fixed}
+    defaults = run.plan(entry)[0]
+    batched = batches(entry)
+    logging.getLogger("optuna").setLevel(logging.ERROR)
+    started = time.monotonic()
+    while True:
+        heartbeat.fail_stale(study)
+        trials = study.get_trials(deepcopy=False)
+        done = sum(counts(t) for t in trials)
+        if done >= budget:
+            break
+        if run.cfg.timeout is not None and time.monotonic() - started >= run.cfg.timeout:
+            break
+        waiting = sum(t.state == TrialState.WAITING for t in trials)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        free = budget - done - running
+        if free <= 0 and not waiting:
+            if not wait:
+                break
+            time.sleep(POLL_SECONDS)
+            continue
+        asked = [study.ask() for _ in range(min(width, max(free, waiting, 1)))]
+        with contextlib.ExitStack() as beats:
+            for trial in asked:
+                beats.enter_context(heartbeat.Heartbeat(study, trial))
+            told = _round(run, entry, study, asked, tunable, fixed, defaults, budget, objective,
+                          batched)
+            frozen = [(study.tell(t, v, state=s, skip_if_finished=True), s) for t, s, v in told]
+        for f, state in frozen:
+            if f.state != state:
+                log.warning(
+                    "trial %d of %s was declared dead by another process while it ran; "
+                    "its result is dropped and its slot is run again", f.number, study.study_name,
+                )
+            elif on_trial is not None and SURPLUS not in f.user_attrs:
+                on_trial(f)
+    return outcome(study, fixed)
+
+
+def _round(run, entry, study, asked, tunable, fixed, defaults, budget, objective, batched):  # noqa: ANN001, ANN202
+    """Fit one round of asked trials (in one batch when the method can) and decide each
+    one's state; Ctrl-C tells what was decided and fails the rest as interrupted."""
+    told: list[tuple[optuna.Trial, TrialState, float | None]] = []
+    try:
+        admitted = []
+        for trial in asked:
+            if _admitted(study, trial.number, budget):
+                params = {k: p.suggest(trial, k) for k, p in tunable.items()}
+                admitted.append((trial, {**params, **fixed}))
+            else:
+                trial.set_user_attr(SURPLUS, True)
+                told.append((trial, TrialState.FAIL, None))
+        if batched and admitted:
+            run.prefit = _fit_batch(
+                run, entry, [{**defaults, **p} for _, p in admitted], [0] * len(admitted),
+                [t for t, _ in admitted],
+            )
+        for trial, params in admitted:
+            try:
+                told.append((trial, *_tell_one(trial, params, objective)))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                told.append((trial, TrialState.FAIL, None))  # failed as dead by another process
+    except KeyboardInterrupt:
+        decided = {t.number for t, _, _ in told}
+        for trial, state, value in told:
+            study.tell(trial, value, state=state, skip_if_finished=True)
+        for trial in asked:
+            if trial.number not in decided:
+                with contextlib.suppress(Exception):
+                    trial.set_user_attr(INTERRUPTED, True)
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        raise
+    finally:
+        run.prefit = None
+    return told

@@ -1,0 +1,190 @@
+"""Batched training (bench.batched) equals one-at-a-time training, and --parallel-trials.
+
+Each batched configuration must give the head Trainer.fit gives it alone (same seed,
+batches, loss and update), to floating-point tolerance: for linear and prompt heads, with
+different lr, weight decay, optimizer, batch size and epochs per configuration, shared or
+per-configuration loss weights, and shared or per-configuration batch order.
+"""
+
+from __future__ import annotations
+
+import optuna
+import polars as pl
+import pytest
+import torch
+from conftest import bench_cli
+from torch.nn import functional as F
+
+import bench.batched as batched
+from bench.heads import LinearHead, PromptHead
+from bench.store import FeatureSplit
+from bench.trainer import Hooks, NonFiniteLoss, TrainConfig, Trainer
+
+CPU = torch.device("cpu")
+N, D, C, E = 700, 12, 3, 6
+CFGS = [  # differ in lr, weight decay, optimizer, batch size (aligned or not) and epochs
+    TrainConfig(epochs=3, lr=1e-2, weight_decay=1e-4, batch_size=128),
+    TrainConfig(epochs=2, lr=3e-2, weight_decay=1e-2, batch_size=256),
+    TrainConfig(epochs=3, lr=1e-1, weight_decay=1e-3, batch_size=128, optimizer="sgd"),
+    TrainConfig(epochs=4, lr=2e-3, weight_decay=0.0, batch_size=100),
+]
+TINY = ["--dataset-opt", "n_train=600", "--dataset-opt", "n_val=300", "--dataset-opt",
+        "n_test=400", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def split() -> FeatureSplit:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(N, D, generator=gen)
+    y = (x[:, 0] + 0.5 * torch.randn(N, generator=gen) > 0).long() + (x[:, 1] > 1).long()
+    return FeatureSplit("train", x, y, y, y, torch.ones(1, N, dtype=torch.bool), C, C)
+
+
+TEXT = torch.randn(C, E, generator=torch.Generator().manual_seed(1))
+PROJ = 0.3 * torch.randn(E, D, generator=torch.Generator().manual_seed(2))
+
+
+def make(kind: str, seed: int) -> tuple[torch.nn.Module, Trainer]:
+    gen = torch.Generator().manual_seed(seed)
+    head = LinearHead(D, C, gen) if kind == "linear" else PromptHead(TEXT, PROJ, D, 30.0)
+    return head, Trainer(CPU, gen)
+
+
+def sequential(kind, seeds, cfgs, data, weights=None):  # noqa: ANN001, ANN201
+    heads = []
+    for k, seed in enumerate(seeds):
+        head, trainer = make(kind, seed)
+        w = None if weights is None else (weights if weights.dim() == 1 else weights[k])
+        trainer.fit(head, data, cfgs[k], Hooks(weights=w))
+        heads.append(head)
+    return heads
+
+
+def together(kind, seeds, cfgs, data, weights=None, **kw):  # noqa: ANN001, ANN201
+    pairs = [make(kind, s) for s in seeds]
+    return batched.fit_batched([h for h, _ in pairs], data, cfgs, [t for _, t in pairs],
+                               weights, **kw)
+
+
+def assert_same(a: list, b: list, atol: float) -> None:
+    for h1, h2 in zip(a, b, strict=True):
+        assert isinstance(h2, torch.nn.Module), h2
+        for (name, p1), p2 in zip(h1.state_dict().items(), h2.state_dict().values(), strict=True):
+            torch.testing.assert_close(p2, p1, atol=atol, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("kind,atol", [("linear", 1e-5), ("prompt", 2e-5)])
+@pytest.mark.parametrize("seeds", [[0, 0, 0, 0], [0, 1, 2, 3]], ids=["shared-order", "own-order"])
+@pytest.mark.parametrize("weighting", ["none", "shared", "per-config"])
+def test_batched_equals_sequential(split, monkeypatch, kind, atol, seeds, weighting):
+    monkeypatch.setattr(batched, "GATHER_BYTES", 150 * D * 4)  # several gather spans per epoch
+    gen = torch.Generator().manual_seed(3)
+    weights = {"none": None, "shared": torch.rand(N, generator=gen),
+               "per-config": torch.rand(4, N, generator=gen)}[weighting]
+    want = sequential(kind, seeds, CFGS, split, weights)
+    got = together(kind, seeds, CFGS, split, weights, block_rows=64)
+    assert_same(want, got, atol)
+    moved = max((p - q).abs().max() for p, q in zip(
+        want[0].state_dict().values(), make(kind, seeds[0])[0].state_dict().values(), strict=True))
+    assert moved > 100 * atol  # the comparison is not between two untrained heads
+
+
+def test_full_batch_streams_rows_in_storage_order(split):
+    cfgs = [TrainConfig(epochs=5, lr=lr, batch_size=N) for lr in (1e-2, 5e-2)]
+    want = sequential("linear", [0, 1], cfgs, split)
+    assert_same(want, together("linear", [0, 1], cfgs, split), 1e-5)
+
+
+@pytest.mark.parametrize("kind", ["linear", "prompt"])
+def test_block_gradient_equals_autograd(split, kind):
+    """The analytic gradient of Σ scale_i·CE_i (one block) against autograd's."""
+    heads = [make(kind, s)[0] for s in (0, 1)]
+    knd = batched._kind_of(heads)
+    stack = batched._Stack(knd, [0, 1], heads, [TrainConfig()] * 2, 64, CPU)
+    idx = torch.arange(50, 114)
+    xb, scale = split.x[idx], torch.rand(2, 64, generator=torch.Generator().manual_seed(5))
+    oh = F.one_hot(split.y[idx], C).float()
+    knd.grad(stack.p, 2, xb, oh, scale.t().unsqueeze(-1), stack.g, False, True)
+    for k, head in enumerate(heads):
+        params = [p for p in head.parameters() if p.requires_grad]
+        ce = F.cross_entropy(head(xb), split.y[idx], reduction="none")
+        want = torch.autograd.grad((scale[k] * ce).sum(), params)
+        got = stack.rows(stack.grad, k)
+        for w, g in zip(want, got, strict=True):
+            torch.testing.assert_close(g, w.reshape(-1), atol=1e-5, rtol=1e-4)
+
+
+def test_a_diverging_configuration_fails_alone(split):
+    cfgs = [TrainConfig(epochs=3, lr=1e-2), TrainConfig(epochs=3, lr=1e30, optimizer="sgd")]
+    got = together("linear", [0, 0], cfgs, split)
+    assert isinstance(got[1], NonFiniteLoss)
+    assert_same(sequential("linear", [0], cfgs, split), got[:1], 1e-5)
+
+
+def test_reporters_see_every_epoch_and_a_raise_stops_only_that_configuration(split):
+    seen: dict[int, list[int]] = {0: [], 1: []}
+    pairs = [make("linear", 0) for _ in range(2)]
+    for k, (_, trainer) in enumerate(pairs):
+        def report(epoch, head, k=k):  # noqa: ANN001
+            seen[k].append(epoch)
+            if k == 1 and epoch == 1:
+                raise optuna.TrialPruned("pruned at epoch 1")
+        trainer.reporter = report
+    cfgs = [TrainConfig(epochs=4), TrainConfig(epochs=4)]
+    got = batched.fit_batched([h for h, _ in pairs], split, cfgs, [t for _, t in pairs])
+    assert seen == {0: [0, 1, 2, 3], 1: [0, 1]}
+    assert isinstance(got[1], optuna.TrialPruned)
+    assert_same(sequential("linear", [0], cfgs, split), got[:1], 1e-5)
+
+
+def test_methods_fit_batched_equals_fit(tmp_path):
+    """erm and reweight through the harness's contexts (two seeds, two learning rates)."""
+    from bench.runner import Run, RunConfig
+
+    run = Run(RunConfig(methods=["erm", "reweight"], runs_dir=tmp_path, progress=False,
+                        dataset_opts={"n_train": "600", "n_val": "300", "n_test": "400"}))
+    train, val = run.store.splits["train"], run.store.splits["val"]
+    for name, entry in run.entries.items():
+        base = {k: p.default for k, p in entry.search_space().items()}
+        configs = [({**base, "lr": 3e-2, "epochs": 4}, 0), ({**base, "lr": 1e-3, "epochs": 6}, 1)]
+        one = [entry.create().fit(train, val, run.context(name, p, s)) for p, s in configs]
+        many = entry.create().fit_batched(train, val, [run.context(name, p, s) for p, s in configs])
+        for a, b in zip(one, many, strict=True):
+            torch.testing.assert_close(b.logits(val.x), a.logits(val.x), atol=1e-4, rtol=1e-4)
+
+
+def test_batched_final_seeds_equal_one_at_a_time(tmp_path):
+    from bench.runner import Run, RunConfig
+    from bench.tuning_batched import prefit_seeds
+
+    run = Run(RunConfig(methods=["reweight"], runs_dir=tmp_path, progress=False,
+                        dataset_opts={"n_train": "600", "n_val": "300", "n_test": "400"}))
+    entry, val = run.entries["reweight"], run.store.splits["val"]
+    params = {k: p.default for k, p in entry.search_space().items()}
+    one = [run.fit(entry, params, seed) for seed in (0, 1, 2)]
+    prefit_seeds(run, entry, params, [0, 1, 2])
+    many = [run.fit(entry, params, seed) for seed in (0, 1, 2)]
+    assert not run.prefit.items  # every seed came out of the batch
+    tol = 1e-5 * run.store.logit_scale  # 20 epochs of rounding, seen through the scale s
+    for a, b in zip(one, many, strict=True):
+        assert a is not b
+        torch.testing.assert_close(b.logits(val.x), a.logits(val.x), atol=tol, rtol=1e-4)
+
+
+def test_parallel_trials_completes_the_trial_budget(tmp_path):
+    r = bench_cli("run", "--methods", "erm", "--trials", "5", "--seeds", "2",
+                  "--parallel-trials", "4", "--out", str(tmp_path / "par"), *TINY)
+    assert r.returncode == 0, r.stderr
+    storage = f"sqlite:///{tmp_path / 'par' / 'optuna.db'}"
+    (name,) = [n for n in optuna.get_all_study_names(storage) if "|erm|" in n]
+    trials = optuna.load_study(study_name=name, storage=storage).trials
+    assert len(trials) == 5  # a round of 4, then a round of 1: no more, no fewer
+    assert {t.state for t in trials} <= {optuna.trial.TrialState.COMPLETE,
+                                         optuna.trial.TrialState.PRUNED}
+    table = pl.read_parquet(tmp_path / "par" / "results.parquet")
+    assert table.height == 2 and set(table["status"]) == {"ok"} and set(table["trials"]) == {5}
+
+
+def test_parallel_trials_must_be_positive(tmp_path):
+    r = bench_cli("run", "--methods", "erm", "--parallel-trials", "0", "--runs-dir", str(tmp_path))
+    assert r.returncode == 2 and "--parallel-trials" in r.stderr

@@ -1,0 +1,205 @@
+"""`bench compare`: flags a broken method variant, not a re-run with other seeds; refuses
+mismatched inputs with exit code 2. The statistics are checked against scipy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import polars as pl
+import pytest
+from scipy import stats
+from typer.testing import CliRunner
+
+from bench.cli import app
+from bench.compare import compare, paired, welch
+from bench.errors import UserError
+from bench.publish import publish
+
+# A method plugin written like a third party's: it imports only `bench`. The broken
+# variant has a realistic bug: it trains on the spurious attribute instead of the label.
+PROBE = """
+import dataclasses
+
+import bench
+
+
+@bench.method
+class Probe(bench.Method):
+    name = "probe"
+    description = "ERM, as a plugin under test"
+    group_labels = frozenset()
+
+    def search_space(self):
+        return bench.training_space()
+
+    def fit(self, train, val, ctx):
+        head = ctx.make_head()
+        data = {fix}
+        ctx.trainer.fit(head, data, bench.TrainConfig.from_params(ctx.params))
+        return bench.Predictor(head)
+"""
+GOOD = PROBE.format(fix="train")
+BROKEN = PROBE.format(fix="dataclasses.replace(train, y=train.a)  # the bug")
+SMALL = ["--dataset-opt", "n_train=1000", "--dataset-opt", "n_val=400",
+         "--dataset-opt", "n_test=800"]
+
+
+def bench_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True,
+        env={**os.environ, **(env or {})}, timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Baseline (seeds 0-2), the same configuration with seeds 3-5, and the broken variant."""
+    tmp = tmp_path_factory.mktemp("cmp")
+    env = {**os.environ, "SPURBENCH_CACHE": str(tmp / "cache"), "MLFLOW_TRACKING_URI": "",
+           "OMP_NUM_THREADS": "1"}  # three small runs side by side, one thread each
+    procs = {}
+    for name, code, extra in (
+        ("good", GOOD, []), ("reseeded", GOOD, ["--seed-offset", "3"]), ("broken", BROKEN, []),
+    ):
+        plugins = tmp / f"plugins-{name}"
+        plugins.mkdir()
+        (plugins / "probe.py").write_text(textwrap.dedent(code))
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "bench.cli", "run", "--methods", "probe", "--plugins",
+             str(plugins), "--trials", "0", "--params", "probe.epochs=5", "--seeds", "3",
+             "--device", "cpu", "--runs-dir",
+             str(tmp / "runs"), "--out", str(tmp / "runs" / name), "--no-progress", *SMALL,
+             *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+    out = {}
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        out[name] = tmp / "runs" / name
+    publish(pl.read_parquet(out["good"] / "results.parquet"), tmp / "boards", plots=False)
+    out["board"] = tmp / "boards" / "synthetic.json"
+    return out
+
+
+def test_seed_offset_is_part_of_the_run(runs):
+    from bench.runner import RunConfig
+
+    seeds = pl.read_parquet(runs["reseeded"] / "results.parquet")["seed"].sort().to_list()
+    assert seeds == [3, 4, 5]
+    assert RunConfig(seed_offset=3).identity() != RunConfig().identity()  # own run directory
+
+
+def test_broken_variant_is_flagged(runs, tmp_path):
+    report = tmp_path / "pr-comment.md"
+    res = bench_cli("compare", str(runs["board"]), str(runs["broken"]), "--tolerance", "1",
+                    "--report", str(report))
+    assert res.returncode == 1, res.stdout + res.stderr
+    text = report.read_text()
+    assert "regression(s)" in text and "`probe`" in text and "REGRESSED" in text
+    cmp = compare(runs["board"], runs["broken"], tolerance=1.0)
+    (m,) = cmp.methods
+    assert m.regressed and m.test == "paired t" and m.n_paired == 3
+    assert m.wga.ci[1] < -1.0 and m.wga.delta < -10
+
+
+def test_rerun_with_other_seeds_is_not_flagged(runs, tmp_path):
+    res = CliRunner().invoke(app, ["compare", str(runs["board"]), str(runs["reseeded"]),
+                                   "--report", str(tmp_path / "r.md")])
+    assert res.exit_code == 0, res.output
+    cmp = compare(runs["board"], runs["reseeded"], tolerance=1.0)
+    (m,) = cmp.methods
+    # no seed matches, so the unpaired test decides: a real test, not a free pass
+    assert m.n_paired == 0 and m.test == "Welch t" and m.wga.ci is not None
+    assert not m.regressed
+    assert "No regression" in (tmp_path / "r.md").read_text()
+
+
+def test_same_results_compare_equal(runs):
+    cmp = compare(runs["board"], runs["good"])
+    (m,) = cmp.methods
+    assert m.test == "paired t" and m.n_paired == 3 and m.wga.delta == 0 and not m.regressed
+    assert cmp.exit_code == 0
+
+
+def test_method_that_stops_running_is_a_regression(runs, tmp_path):
+    table = pl.read_parquet(runs["good"] / "results.parquet").with_columns(
+        pl.lit("failed").alias("status"), pl.lit("seed: boom").alias("reason"))
+    table.write_parquet(tmp_path / "results.parquet")
+    cmp = compare(runs["board"], tmp_path)
+    assert cmp.exit_code == 1 and "failed in new" in cmp.methods[0].verdict
+
+
+def _edited(board: Path, tmp_path: Path, **changes) -> Path:
+    doc = json.loads(board.read_text())
+    doc.update(changes)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("dataset", "colored-digits", "differ in dataset"),
+    ("encoder", "openclip:RN50:openai", "differ in encoder"),
+    ("dataset_fingerprint", "0123456789abcdef", "differ in dataset contents"),
+])
+def test_mismatched_inputs_are_refused(runs, tmp_path, field, value, message):
+    other = _edited(runs["board"], tmp_path, **{field: value})
+    res = CliRunner().invoke(app, ["compare", str(runs["board"]), str(other)])
+    assert isinstance(res.exception, UserError) and message in str(res.exception)
+
+
+def test_bad_input_exits_2(runs, tmp_path):
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{not json")
+    res = bench_cli("compare", str(runs["board"]), str(garbage))
+    assert res.returncode == 2 and res.stderr.startswith("error:")
+    assert "garbage.json" in "".join(res.stderr.split())
+    res = CliRunner().invoke(app, ["compare", str(runs["board"]), str(tmp_path / "missing")])
+    assert isinstance(res.exception, UserError) and "missing" in str(res.exception)
+
+
+# -- the statistics ------------------------------------------------------------------------
+def test_paired_matches_scipy():
+    base = {0: 70.0, 1: 72.0, 2: 71.0, 3: 69.5}
+    new = {0: 66.0, 1: 69.0, 2: 66.5, 3: 67.0, 7: 90.0}  # seed 7 has no partner: left out
+    c = paired(base, new, alpha=0.05)
+    ref = stats.ttest_rel([new[s] for s in range(4)], [base[s] for s in range(4)])
+    ci = ref.confidence_interval(0.95)
+    assert c.p == pytest.approx(ref.pvalue) and c.delta == pytest.approx(-3.5)
+    assert c.ci == pytest.approx((ci.low, ci.high))
+
+
+def test_welch_matches_scipy():
+    base, new = [70.0, 72.0, 71.0], [66.0, 69.5, 66.5, 67.0]
+    c = welch(base, new, alpha=0.1)
+    ref = stats.ttest_ind(new, base, equal_var=False)
+    ci = ref.confidence_interval(0.9)
+    assert c.p == pytest.approx(ref.pvalue) and c.ci == pytest.approx((ci.low, ci.high))
+
+
+def test_constant_differences_are_exact():
+    c = paired({0: 50.0, 1: 60.0}, {0: 45.0, 1: 55.0}, alpha=0.05)
+    assert c.ci == (-5.0, -5.0) and c.p == 0.0
+
+
+def test_too_few_seeds_claim_nothing(runs, tmp_path):
+    table = pl.read_parquet(runs["broken"] / "results.parquet").filter(pl.col("seed") == 0)
+    table.write_parquet(tmp_path / "results.parquet")
+    cmp = compare(runs["board"], tmp_path)
+    (m,) = cmp.methods
+    assert m.test == "none" and m.wga.ci is None and m.wga.delta < -10
+    assert not m.regressed and cmp.exit_code == 0 and "not flagged" in m.verdict
+
+
+def test_method_absent_from_new_is_reported_not_flagged(runs, tmp_path):
+    good = pl.read_parquet(runs["good"] / "results.parquet")
+    both = pl.concat([good, good.with_columns(pl.lit("other").alias("method"))])
+    both.write_parquet(tmp_path / "results.parquet")
+    cmp = compare(tmp_path, runs["good"])
+    verdicts = {m.method: m.verdict for m in cmp.methods}
+    assert verdicts["other"] == "not in new" and cmp.exit_code == 0

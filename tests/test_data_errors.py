@@ -1,0 +1,195 @@
+"""Bad data gets one clear line naming the file and field, and exit code 2 (no traceback)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import fixtures_formats as ff
+import numpy as np
+import pytest
+
+TINY = "openclip:spurbench-tiny:none"
+
+
+@pytest.fixture
+def bench_main(monkeypatch, capsys, tmp_path):
+    """Run the real entry point (bench.cli.main) in-process; return (exit code, stderr)."""
+    from bench.cli import main
+    from bench.features import clear_memo
+
+    monkeypatch.setenv("SPURBENCH_CACHE", str(tmp_path / "cache"))
+
+    def invoke(*args: str) -> tuple[int, str]:
+        clear_memo()
+        monkeypatch.setattr(sys, "argv", ["bench", *args])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        err = capsys.readouterr().err
+        return exc.value.code, " ".join(err.split())
+
+    return invoke
+
+
+def run_args(root: Path, tmp_path: Path, dataset: str = "waterbirds", *extra: str) -> list[str]:
+    return ["run", "--dataset", dataset, "--data-root", str(root), "--methods", "erm",
+            "--trials", "0", "--seeds", "1", "--runs-dir", str(tmp_path / "runs"),
+            "--device", "cpu", "--no-progress", *extra]
+
+
+def edit_metadata(path: Path, old: str, new: str, count: int = 1) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, count))
+
+
+def set_field(path: Path, row: int, column: int, value: str) -> None:
+    """Replace one cell of a simple CSV (line `row`, 0 = header)."""
+    lines = path.read_text().splitlines()
+    fields = lines[row].split(",")
+    fields[column] = value
+    lines[row] = ",".join(fields)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_missing_dataset_says_where_it_looked_and_how_to_get_it(bench_main, tmp_path):
+    code, err = bench_main(*run_args(tmp_path / "empty", tmp_path))
+    assert code == 2 and "Traceback" not in err
+    assert "dataset 'waterbirds' not found" in err
+    assert str(tmp_path / "empty" / "waterbirds_v1.0" / "metadata.csv") in err
+    assert "bench datasets download waterbirds" in err
+
+
+def test_missing_column_names_file_and_column(bench_main, tmp_path):
+    base = ff.write_waterbirds(tmp_path)
+    edit_metadata(base / "metadata.csv", ",place,", ",background,")
+    code, err = bench_main(*run_args(tmp_path, tmp_path))
+    assert code == 2
+    assert f"{base / 'metadata.csv'}: missing column(s) 'place'" in err
+
+
+def test_label_out_of_range_names_file_column_and_row(bench_main, tmp_path):
+    base = ff.write_waterbirds(tmp_path)
+    set_field(base / "metadata.csv", 3, 2, "2")  # data row 3 (img_id 3): y = 2
+    code, err = bench_main(*run_args(tmp_path, tmp_path))
+    assert code == 2
+    assert f"{base / 'metadata.csv'}: label y=2 out of range 0..1 at data row 3 (img_id 3)" in err
+
+
+@pytest.mark.parametrize("column, value, message", [
+    (3, "7", "column 'split' has '7' at data row 5 (img_id 5); expected 0/1/2 or train/val/test"),
+    (2, "bird", "column 'y' has 'bird' at data row 5 (img_id 5); expected an integer label"),
+    (4, "", "column 'place' has an empty cell at data row 5 (img_id 5); expected an integer"),
+])
+def test_bad_cells_name_column_and_row(bench_main, tmp_path, column, value, message):
+    base = ff.write_waterbirds(tmp_path)
+    set_field(base / "metadata.csv", 5, column, value)
+    code, err = bench_main(*run_args(tmp_path, tmp_path))
+    assert code == 2 and f"{base / 'metadata.csv'}: {message}" in err
+
+
+def test_missing_image_files_give_count_and_first_path(bench_main, tmp_path):
+    base = ff.write_waterbirds(tmp_path)
+    images = sorted(base.rglob("*.jpg"))
+    for path in images[3:5]:
+        path.unlink()
+    code, err = bench_main(*run_args(tmp_path, tmp_path))
+    assert code == 2
+    assert "2 of 29 image files named in column 'img_filename' are missing" in err
+    assert str(base / "metadata.csv") in err and f"first: {images[3]}" in err
+
+
+def test_unreadable_image_names_the_file(bench_main, tmp_path):
+    base = ff.write_waterbirds(tmp_path)
+    broken = sorted(base.rglob("*.jpg"))[7]
+    broken.write_bytes(b"this is not a jpeg")
+    code, err = bench_main(*run_args(tmp_path, tmp_path, "waterbirds", "--encoder", TINY,
+                                     "--encode-workers", "0"))
+    assert code == 2 and "Traceback" not in err
+    assert f"image {broken}" in err and "cannot be read" in err
+
+
+def test_empty_training_group_names_file_and_group(bench_main, tmp_path):
+    counts = dict(ff.WATERBIRDS_COUNTS)
+    counts[(0, 1, 0)] = 0  # no waterbird on land in train
+    base = ff.write_waterbirds(tmp_path, counts=counts)
+    code, err = bench_main(*run_args(tmp_path, tmp_path))
+    assert code == 2
+    assert (f"dataset 'waterbirds' ({base / 'metadata.csv'}): training group(s) "
+            "y=waterbird,a=land have no examples") in err
+
+
+def test_unparseable_csv_names_the_file(bench_main, tmp_path):
+    base = ff.write_waterbirds(tmp_path)
+    with open(base / "metadata.csv", "a") as f:
+        f.write("1,2,3,4,5,6,7,8,9\n")
+    code, err = bench_main(*run_args(tmp_path, tmp_path))
+    assert code == 2 and f"{base / 'metadata.csv'}: cannot parse as CSV" in err
+
+
+def test_celeba_attribute_values_must_be_plus_minus_one(bench_main, tmp_path):
+    rows = list(ff.CELEBA_ROWS)
+    rows[4] = ("000005.jpg", 3, -1, 0)
+    base = ff.write_celeba(tmp_path, rows)
+    code, err = bench_main(*run_args(tmp_path, tmp_path, "celeba"))
+    assert code == 2
+    assert (f"{base / 'list_attr_celeba.csv'}: label Blond_Hair=3 out of range (-1/1) at data "
+            "row 5 (image_id 000005.jpg)") in err
+
+
+def test_civilcomments_bad_option(bench_main, tmp_path):
+    ff.write_civilcomments(tmp_path)
+    code, err = bench_main(*run_args(tmp_path, tmp_path, "civilcomments", "--dataset-opt",
+                                     "train_groups=martian"))
+    assert code == 2 and "--dataset-opt train_groups=martian: expected any, label or" in err
+
+
+def test_multinli_texts_from_another_release(bench_main, tmp_path):
+    base = ff.write_multinli(tmp_path)
+    edit_metadata(base / "multinli_1.0_train.jsonl", '"gold_label": "contradiction"',
+                  '"gold_label": "neutral"')
+    code, err = bench_main(*run_args(tmp_path, tmp_path, "multinli"))
+    assert code == 2
+    assert "data row 1 (index 0) says gold_label=0 (contradiction) but the text files say" in err
+
+
+def test_multinli_missing_text_file(bench_main, tmp_path):
+    base = ff.write_multinli(tmp_path)
+    (base / "multinli_1.0_dev_mismatched.jsonl").unlink()
+    code, err = bench_main(*run_args(tmp_path, tmp_path, "multinli"))
+    assert code == 2
+    assert f"text file {base / 'multinli_1.0_dev_mismatched.jsonl'} not found" in err
+
+
+def test_features_file_errors(bench_main, tmp_path):
+    path = tmp_path / "emb.npz"
+    np.savez(path, x=np.zeros((6, 3)), y=np.array([0, 1, 0, 1, 0, 1]),
+             split=np.array([0, 0, 0, 0, 1, 2]))
+    code, err = bench_main(*run_args(tmp_path, tmp_path, "features", "--dataset-opt",
+                                     f"path={path}"))
+    assert code == 2 and f"{path}: missing array(s) a; it has split, x, y" in err
+    np.savez(path, x=np.zeros((6, 3)), y=np.array([0, 1, 0, 2, 0, 1]), a=np.zeros(6, int),
+             split=np.array([0, 0, 0, 0, 1, 2]), class_names=np.array(["cat", "dog"]))
+    code, err = bench_main(*run_args(tmp_path, tmp_path, "features", "--dataset-opt",
+                                     f"path={path}"))
+    assert code == 2 and f"{path}: label y=2 out of range 0..1 at data row 4" in err
+
+
+def test_download_fails_offline_with_a_clear_message(bench_main, tmp_path, monkeypatch):
+    """Real WILDS download code up to the network boundary: an address that refuses."""
+    from wilds.datasets.waterbirds_dataset import WaterbirdsDataset
+
+    monkeypatch.setattr(WaterbirdsDataset, "_versions_dict", {
+        "1.0": {"download_url": "http://127.0.0.1:9/waterbirds/", "compressed_size": None}})
+    code, err = bench_main("datasets", "download", "waterbirds", "--data-root",
+                           str(tmp_path / "data"))
+    assert code == 2 and "Traceback" not in err
+    assert f"download of 'waterbirds' into {tmp_path / 'data'} failed" in err
+    assert "Connection refused" in err and "https://wilds.stanford.edu/downloads" in err
+
+
+def test_download_of_a_manual_dataset_says_how(bench_main):
+    code, err = bench_main("datasets", "download", "multinli")
+    assert code == 2 and "dataset 'multinli' has no automatic download" in err
+    code, err = bench_main("datasets", "download", "waterbird")
+    assert code == 2 and "unknown dataset 'waterbird' (did you mean 'waterbirds'?)" in err

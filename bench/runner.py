@@ -334,11 +334,11 @@ class Run:
         state["parent_run_id"] = parent
         state_path.write_text(json.dumps(state))
         publish = lambda status: publish_run(self, tracker, status)  # noqa: E731
-        publish("running")  # from here on `bench worker --storage URL` can join
-        self.recover(tracker)
         rows_dir = self.run_dir / "rows"
         progress = _progress(self.console) if cfg.progress else None
         try:
+            publish("running")  # from here on `bench worker --storage URL` can join
+            self.recover(tracker)
             if progress is not None:
                 progress.start()
             for entry in self.entries.values():
@@ -359,7 +359,12 @@ class Run:
         board = summarize(table)
         md_path = self.run_dir / "leaderboard.md"
         md_path.write_text(render_markdown(board))
-        for path in (md_path, self.run_dir / "results.parquet"):
+        artifacts = [md_path, self.run_dir / "results.parquet"]
+        if board.ranked.height:
+            from bench.plots import wga_vs_average
+
+            artifacts.append(wga_vs_average(board, self.run_dir / "wga-vs-avg.png"))
+        for path in artifacts:
             tracker.artifact(parent, path)
         tracker.finish("FINISHED")
         publish("finished")
@@ -452,7 +457,7 @@ class Run:
             run_id = tracker.start_child(
                 f"{entry.name}/trial-{trial.number}", params=params,
                 tags={KIND: "trial", STUDY: name, TRIAL: str(trial.number),
-                      "spurbench.method": entry.name, "spurbench.worker": worker},
+                      "spurbench.method": entry.name, "spurbench.worker": worker, **self.tags()},
             )
             try:
                 predictor = self.fit(entry, params, seed=0, trial=trial, log_to=(tracker, run_id))

@@ -17,7 +17,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -156,19 +156,16 @@ def tracking_uri_for(record: dict[str, Any], given: str | None) -> str:
 
 
 def config_from_record(record: dict[str, Any], opts: WorkerOptions, tracking_uri: str) -> RunConfig:
-    c = record["config"]
-    cfg = RunConfig(
-        dataset=c["dataset"], methods=list(record["methods"]),
-        dataset_opts=dict(c.get("dataset_opts", {})), data_root=opts.data_root,
-        encoder=c.get("encoder"), head=c.get("head", "auto"),
-        selection=c.get("selection", "worst-group"), trials=int(c["trials"]),
-        seeds=int(c["seeds"]), params=list(c.get("params", [])), runs_dir=opts.runs_dir,
-        storage=opts.storage, tracking_uri=tracking_uri, device=opts.device,
-        plugins=list(opts.plugins), timeout=opts.timeout, progress=opts.progress,
-    )
-    if "seed_offset" in c:
-        cfg.seed_offset = int(c["seed_offset"])
-    return cfg
+    """The coordinator's config (every field of its identity, e.g. --params, --seed-offset,
+    --parallel-trials) with this machine's own settings."""
+    known = {f.name for f in fields(RunConfig)}
+    shared = {k: v for k, v in record["config"].items() if k in known}
+    return RunConfig(**{
+        **shared, "methods": list(record["methods"]), "data_root": opts.data_root,
+        "runs_dir": opts.runs_dir, "storage": opts.storage, "tracking_uri": tracking_uri,
+        "device": opts.device, "plugins": list(opts.plugins), "timeout": opts.timeout,
+        "progress": opts.progress,
+    })
 
 
 # -- the worker ----------------------------------------------------------------------------

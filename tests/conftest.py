@@ -23,6 +23,7 @@ SMALL = [
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SPURBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "feature-cache"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("SPURBENCH_STORAGE", raising=False)
 
 
 def bench_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None):

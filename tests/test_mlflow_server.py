@@ -55,8 +55,8 @@ def test_parent_nested_runs_metrics_and_artifacts_reach_the_server(tmp_path, tmp
         assert table["test"]["y=waterbird,a=land"] == final.data.metrics[
             "test_group/y_waterbird_a_land"]
         results[final.info.run_name] = final.data.metrics["test_wga"]
-    assert [a.path for a in client.list_artifacts(parent_id)] == ["leaderboard.md",
-                                                                  "results.parquet"]
+    assert [a.path for a in client.list_artifacts(parent_id)] == [
+        "leaderboard.md", "results.parquet", "wga-vs-avg.png"]
     served = client.download_artifacts(parent_id, "leaderboard.md", str(tmp_path / "dl"))
     assert Path(served).read_text() == (run_dir / "leaderboard.md").read_text()
     import polars as pl

@@ -85,10 +85,9 @@ def test_rerun_resumes_without_redoing(tmp_path):
     assert (tmp_path / "r" / "rows" / "erm-seed0.parquet").stat().st_mtime_ns == before
     import optuna
 
-    study = optuna.load_study(
-        study_name="synthetic|identity|erm|worst-group",
-        storage=f"sqlite:///{tmp_path / 'r' / 'optuna.db'}",
-    )
+    storage = f"sqlite:///{tmp_path / 'r' / 'optuna.db'}"
+    (name,) = [n for n in optuna.get_all_study_names(storage) if "|erm|" in n]
+    study = optuna.load_study(study_name=name, storage=storage)
     assert len(study.trials) == 2
 
 

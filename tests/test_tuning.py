@@ -216,3 +216,63 @@ def test_bad_storage_urls_are_user_errors_without_the_password():
     assert "hunter22" not in str(info.value) and "--storage" in str(info.value)
     with pytest.raises(UserError, match="journal"):
         open_storage("journal:")
+
+
+# -- the worker handshake -------------------------------------------------------------------
+def publish(storage: str, key: str, status: str = "running", **extra) -> dict:
+    from bench.worker import RECORD_ATTR, _record_study
+
+    record = {"key": key, "status": status, "updated": key, "tracking_uri": "sqlite:////x.db",
+              **extra}
+    _record_study(storage, key).set_user_attr(RECORD_ATTR, record)
+    return record
+
+
+def test_a_worker_finds_the_one_running_run_or_says_why_not(tmp_path):
+    from bench.worker import find_run
+
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    with pytest.raises(UserError, match=r"no running run after waiting 0s \(known: none\)"):
+        find_run(storage, None, 0)
+    publish(storage, "synthetic-aaa", status="finished")
+    publish(storage, "synthetic-bbb")
+    assert find_run(storage, None, 0)["key"] == "synthetic-bbb"
+    assert find_run(storage, "synthetic-aaa", 0)["status"] == "finished"
+    publish(storage, "synthetic-ccc")
+    with pytest.raises(UserError, match="2 running runs; pick one with --run"):
+        find_run(storage, None, 0)
+    with pytest.raises(UserError, match="no run 'nope'.*synthetic-aaa \\(finished\\)"):
+        find_run(storage, "nope", 0.2)
+
+
+def test_a_worker_logs_where_the_coordinator_logs(tmp_path, monkeypatch):
+    from bench.worker import tracking_uri_for
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    served = {"key": "k", "tracking_uri": "http://mlflow:5000"}
+    assert tracking_uri_for(served, None) == "http://mlflow:5000"
+    with pytest.raises(UserError, match="a worker must log to the coordinator's MLflow"):
+        tracking_uri_for(served, "http://elsewhere:5000")
+    secret = {"key": "k", "tracking_uri": "http://bench:***@mlflow:5000"}
+    with pytest.raises(UserError, match="password is not stored"):
+        tracking_uri_for(secret, None)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://bench:pw-9a@mlflow:5000")
+    assert tracking_uri_for(secret, None) == "http://bench:pw-9a@mlflow:5000"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    local = {"key": "k", "tracking_uri": f"sqlite:///{tmp_path / 'absent' / 'mlflow.db'}"}
+    with pytest.raises(UserError, match="cannot reach; start `bench run` with --tracking-uri"):
+        tracking_uri_for(local, None)
+
+
+def test_bench_worker_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    runner = CliRunner()
+    help_text = runner.invoke(app, ["worker", "--help"]).output
+    assert "Example:" in help_text and "--device" in help_text
+    result = runner.invoke(app, ["worker", "--storage", f"sqlite:///{tmp_path / 'o.db'}",
+                                 "--wait", "0", "--no-progress"])
+    assert isinstance(result.exception, UserError)
+    assert "start `bench run --storage URL ...` first" in str(result.exception)

@@ -1,0 +1,61 @@
+"""Shared pieces of the performance suites: data at benchmark scale, the streaming bound,
+and a summary table of ratios printed (and saved) at the end of the session.
+
+Every timing is read against the machine in the same run: the bound is the time to
+stream the same feature matrix once through memory (`x.sum()`), measured right before
+and after the workload, best of several. Minimums, not means: on a shared machine other
+processes only ever add time, so the minimum is the best estimate of what the code costs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from perfutil import ROWS, SCALES, Split
+
+
+@pytest.fixture(scope="session")
+def scale_data() -> Callable[[str], Split]:
+    cache: dict[str, Split] = {}
+
+    def get(name: str) -> Split:
+        if name not in cache:
+            cache.clear()  # keep one large matrix resident at a time
+            cache[name] = Split(SCALES[name])
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture
+def record(request: pytest.FixtureRequest) -> Callable[..., dict]:
+    """record(**fields): one row of the summary table for this test."""
+
+    def add(**fields: object) -> dict:
+        row = {"case": request.node.name, **fields}
+        ROWS.append(row)
+        return row
+
+    return add
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
+    if not ROWS:
+        return
+    keys: list[str] = []
+    for row in ROWS:
+        keys += [k for k in row if k not in keys]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in ROWS]
+    terminalreporter.write_sep("=", "spurbench performance: ratios to the streaming bound")
+    for line in lines:
+        terminalreporter.write_line(line)
+    out = Path(os.environ.get("SPURBENCH_PERF_OUT", ".benchmarks"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    (out / "summary.json").write_text(json.dumps(ROWS, indent=1, default=str))
+    terminalreporter.write_line(f"saved {out / 'summary.md'} and summary.json")

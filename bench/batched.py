@@ -38,6 +38,8 @@ from bench.trainer import NonFiniteLoss, TrainConfig, Trainer
 
 BLOCK_ROWS = 1024  # rows per gradient block (never more than a batch)
 GATHER_BYTES = 8 << 20  # rows gathered at once: enough work per call, still cache-resident
+PROMPT_GROUP = 1536  # prompt heads per product: up to this many output columns
+STEP_CHUNK = 1 << 17  # parameters per optimizer piece: its state stays in cache
 BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.AdamW defaults, which Trainer.fit uses
 
 
@@ -120,11 +122,25 @@ class _Prompt(_Kind):
         head.proj.copy_(segs[0].view(self.e, self.d))
 
     def grad(self, segs, k, xb, oh, scale, out, accumulate, shared):  # noqa: ANN001, ANN201
+        """Compute-bound (a D×D' product per row): configurations go in groups whose
+        products keep the shapes one head would have, which the GEMM runs fastest."""
+        size, per = self.e * self.d, max(1, PROMPT_GROUP // self.e)
+        for lo in range(0, k, per):
+            hi = min(k, lo + per)
+            p, o = segs[0][lo * size : hi * size], out[0][lo * size : hi * size]
+            if shared:
+                sc = scale if scale.shape[1] == 1 else scale[:, lo:hi]
+                self._grad(p, hi - lo, xb, oh, sc, o, accumulate, True)
+            else:
+                sc = scale if scale.shape[0] == 1 else scale[lo:hi]
+                self._grad(p, hi - lo, xb[lo:hi], oh[lo:hi], sc, o, accumulate, False)
+
+    def _grad(self, p, k, xb, oh, scale, out, accumulate, shared):  # noqa: ANN001, ANN202
         e, d, t, s = self.e, self.d, self.text, self.scale
         if shared:
-            u = torch.mm(xb, segs[0].view(k * e, d).t()).view(-1, k, e)
+            u = torch.mm(xb, p.view(k * e, d).t()).view(-1, k, e)
         else:
-            u = torch.bmm(xb, segs[0].view(k, e, d).transpose(1, 2))
+            u = torch.bmm(xb, p.view(k, e, d).transpose(1, 2))
         r = u.norm(dim=-1, keepdim=True).clamp_min_(1e-12)  # F.normalize's eps
         z = u / r
         logits = (z @ t.t()).mul_(s)
@@ -132,14 +148,13 @@ class _Prompt(_Kind):
         dz = (g @ t).mul_(s)
         du = dz.sub_(z * (z * dz).sum(-1, keepdim=True)).div_(r)
         if shared:
-            gp = out[0].view(k * e, d)
+            gp = out.view(k * e, d)
             du2 = du.view(-1, k * e).t()
             gp.addmm_(du2, xb) if accumulate else torch.mm(du2, xb, out=gp)
         else:
-            gp = out[0].view(k, e, d)
+            gp = out.view(k, e, d)
             dut = du.transpose(1, 2)
             gp.baddbmm_(dut, xb) if accumulate else torch.bmm(dut, xb, out=gp)
-        return logits
 
 
 def _kind_of(heads: list[nn.Module]) -> _Kind:
@@ -229,22 +244,33 @@ class _Stack:
         self._expand()
 
     def step(self) -> None:
-        """One AdamW or SGD(momentum) step of every configuration, as torch.optim does it."""
+        """One AdamW or SGD(momentum) step of every configuration, as torch.optim does it,
+        in cache-sized pieces (K prompt heads' state is tens of MB: one pass per op over
+        all of it would stream it from memory several times per step)."""
         self.t += 1
-        g, th = self.grad, self.theta
+        n = self.theta.numel()
+        if n <= STEP_CHUNK:
+            self._update(self.theta, self.grad, self.m, self.v, self.lr, self.decay)
+            return
+        for lo in range(0, n, STEP_CHUNK):
+            s = slice(lo, min(n, lo + STEP_CHUNK))
+            self._update(self.theta[s], self.grad[s], self.m[s],
+                         None if self.v is None else self.v[s], self.lr[s], self.decay[s])
+
+    def _update(self, th, g, m, v, lr, decay) -> None:  # noqa: ANN001
         if self.adam:
             b1, b2 = BETAS
-            th.mul_(self.decay)
-            self.m.lerp_(g, 1 - b1)
-            self.v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            th.mul_(decay)
+            m.lerp_(g, 1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
             bc1, bc2 = 1 - b1**self.t, 1 - b2**self.t
             # θ −= lr/bc1 · m / (√v/√bc2 + ε), rearranged to save two passes
-            denom = self.v.sqrt().add_(EPS * math.sqrt(bc2))
-            th.addcdiv_(self.m * self.lr, denom, value=-math.sqrt(bc2) / bc1)
+            denom = v.sqrt().add_(EPS * math.sqrt(bc2))
+            th.addcdiv_(m * lr, denom, value=-math.sqrt(bc2) / bc1)
         else:
-            d = g.addcmul(th, self.decay)
-            self.m.mul_(self.momentum).add_(d)  # the first step leaves m = d, as torch does
-            th.addcmul_(self.m, self.lr, value=-1)
+            d = g.addcmul(th, decay)
+            m.mul_(self.momentum).add_(d)  # the first step leaves m = d, as torch does
+            th.addcmul_(m, lr, value=-1)
 
 
 # -- the loop --------------------------------------------------------------------------

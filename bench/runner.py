@@ -299,7 +299,9 @@ class Run:
             "untrained": self.store.untrained, "synthetic": self.spec.synthetic,
             "head": self.heads.resolved_kind, "method": entry.name,
             "base_method": entry.base or entry.name, "selection": self.rule.name,
-            "group_labels_used": ",".join(labels_used(entry.group_labels, self.rule)),
+            "group_labels_used": ",".join(
+                labels_used(entry.group_labels, self.rule, tuned=self.budget(entry) > 0)
+            ),
             "bayes_wga": self.spec.bayes_wga, "spurbench_version": version(),
             "git_commit": git_commit(), "created": now(),
         }

@@ -38,10 +38,16 @@ def get_rule(name: str) -> SelectionRule:
     return RULES[name]
 
 
-def labels_used(method_labels: frozenset[str], rule: SelectionRule) -> list[str]:
-    """Splits whose group labels a (method, rule) pair reads, for every result row."""
+def labels_used(
+    method_labels: frozenset[str], rule: SelectionRule, tuned: bool = True
+) -> list[str]:
+    """Splits whose group labels a (method, rule) pair reads, for every result row.
+
+    The rule reads validation group labels only when it selects among trials: a method
+    run at fixed parameters (no search space, or --trials 0) does not use them.
+    """
     used = set(method_labels)
-    if rule.val_group_labels:
+    if rule.val_group_labels and tuned:
         used.add("val")
     return sorted(used)
 

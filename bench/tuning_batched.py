@@ -33,6 +33,7 @@ from bench.metrics import evaluate
 from bench.predictor import Predictor
 from bench.redact import redact
 from bench.selection import select_score
+from bench.tracking import metric_key
 from bench.tuning import (
     FAIL_REASON,
     INTERRUPTED,
@@ -78,9 +79,12 @@ class Prefit:
         if item is None:
             return None
         result, scores = item
-        if log_to is not None:
-            for epoch, score in scores:
-                log_to[0].metric(log_to[1], f"epoch_val_{self.metric}", score, epoch)
+        if log_to is not None and scores:  # one MLflow write for all epochs
+            from mlflow.entities import Metric
+
+            key, now = metric_key(f"epoch_val_{self.metric}"), int(time.time() * 1000)
+            log_to[0].client.log_batch(log_to[1], metrics=[
+                Metric(key, float(v), now, epoch) for epoch, v in scores if v == v])
         if isinstance(result, BaseException):
             raise result
         return result

@@ -78,6 +78,8 @@ def assert_same(a: list, b: list, atol: float) -> None:
 @pytest.mark.parametrize("weighting", ["none", "shared", "per-config"])
 def test_batched_equals_sequential(split, monkeypatch, kind, atol, seeds, weighting):
     monkeypatch.setattr(batched, "GATHER_BYTES", 150 * D * 4)  # several gather spans per epoch
+    monkeypatch.setattr(batched, "PROMPT_GROUP", 3 * E)  # prompt heads in groups of 3 and 1
+    monkeypatch.setattr(batched, "STEP_CHUNK", 50)  # the optimizer steps in several pieces
     gen = torch.Generator().manual_seed(3)
     weights = {"none": None, "shared": torch.rand(N, generator=gen),
                "per-config": torch.rand(4, N, generator=gen)}[weighting]
@@ -183,6 +185,14 @@ def test_parallel_trials_completes_the_trial_budget(tmp_path):
                                          optuna.trial.TrialState.PRUNED}
     table = pl.read_parquet(tmp_path / "par" / "results.parquet")
     assert table.height == 2 and set(table["status"]) == {"ok"} and set(table["trials"]) == {5}
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'par' / 'mlflow.db'}")
+    (exp,) = [e for e in client.search_experiments() if e.name == "spurbench/synthetic"]
+    runs = client.search_runs([exp.experiment_id], "tags.`spurbench.kind` = 'trial'")
+    assert len(runs) == 5
+    history = client.get_metric_history(runs[0].info.run_id, "epoch_val_wga")
+    assert len(history) > 1 and len({m.step for m in history}) == len(history)
 
 
 def test_parallel_trials_must_be_positive(tmp_path):

@@ -77,6 +77,9 @@ def test_which_rules_withhold_which_labels():
     assert labels_used(frozenset(), RULES["worst-group"]) == ["val"]  # selection reads them
     assert labels_used(frozenset({"train"}), RULES["worst-group"]) == ["train", "val"]
     assert labels_used(frozenset(), RULES["worst-class"]) == []
+    # at fixed parameters (no trials) nothing is selected, so no validation labels are read
+    assert labels_used(frozenset(), RULES["worst-group"], tuned=False) == []
+    assert labels_used(frozenset({"val"}), RULES["worst-group"], tuned=False) == ["val"]
     with pytest.raises(UserError, match="did you mean 'worst-class'"):
         get_rule("worst-clas")
 

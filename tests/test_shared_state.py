@@ -80,5 +80,8 @@ def test_all_methods_in_one_leaderboard(tmp_path):
     assert r.returncode == 0, r.stderr
     md = (tmp_path / "latest" / "leaderboard.md").read_text()
     registry.load_plugins()
-    for name in registry.methods():
+    methods_dir = str(registry.builtin_plugin_dirs()[0])
+    builtin = [n for n, e in registry.methods().items() if e.source.startswith(methods_dir)]
+    assert len(builtin) >= 11  # 8 methods and 3 SFR variants
+    for name in builtin:
         assert f"`{name}`" in md, name

@@ -43,6 +43,18 @@ def record(request: pytest.FixtureRequest) -> Callable[..., dict]:
     return add
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Plain `pytest` (testpaths = tests) must not spend minutes here: these run only
+    with --benchmark-only (`tox -e perf`)."""
+    if config.getoption("benchmark_only", False):
+        return
+    skip = pytest.mark.skip(reason="performance suite: tox -e perf, or pytest tests/perf "
+                                   "--benchmark-only")
+    for item in items:
+        if Path(str(item.fspath)).parent == Path(__file__).parent:
+            item.add_marker(skip)
+
+
 def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
     if not ROWS:
         return
@@ -54,7 +66,8 @@ def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
     terminalreporter.write_sep("=", "spurbench performance: ratios to the streaming bound")
     for line in lines:
         terminalreporter.write_line(line)
-    out = Path(os.environ.get("SPURBENCH_PERF_OUT", ".benchmarks"))
+    root = terminalreporter.config.rootpath
+    out = Path(os.environ.get("SPURBENCH_PERF_OUT", root / ".benchmarks"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     (out / "summary.json").write_text(json.dumps(ROWS, indent=1, default=str))

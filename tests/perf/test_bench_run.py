@@ -27,7 +27,7 @@ def _instrument(monkeypatch, work: WorkClock, phases: WorkClock) -> None:  # noq
     work.install(monkeypatch, "numeric", runner, ["evaluate"])
     work.install(monkeypatch, "numeric", tuning_batched, ["evaluate", "_fit_batch"])
     work.install(monkeypatch, "mlflow", tracking.Tracker, [
-        "start_parent", "start_child", "end_child", "nested", "metric", "log", "artifact",
+        "__init__", "start_parent", "start_child", "end_child", "nested", "metric", "log", "artifact",
         "reconcile", "finish"])
     work.install(monkeypatch, "optuna", optuna.study.Study, [
         "ask", "tell", "get_trials", "enqueue_trial"])
@@ -43,27 +43,35 @@ def _instrument(monkeypatch, work: WorkClock, phases: WorkClock) -> None:  # noq
     phases.install(monkeypatch, "tune", Run, ["tune_method"])
 
 
-@pytest.mark.parametrize("parallel", [1, 8], ids=["default", "parallel-trials-8"])
-def test_bench_run_default(benchmark, monkeypatch, tmp_path, record, parallel):
-    """`bench run` with every default (all methods, synthetic, 8 trials, 3 seeds)."""
+def _measure(benchmark, monkeypatch, tmp_path, record, label: str, **cfg) -> None:  # noqa: ANN001
     work, phases = WorkClock(), WorkClock()
     _instrument(monkeypatch, work, phases)
     counter = iter(range(100))
 
     def once() -> None:
-        cfg = RunConfig(runs_dir=tmp_path / f"runs{next(counter)}", progress=False,
-                        parallel_trials=parallel)
-        Run(cfg).execute()
+        Run(RunConfig(runs_dir=tmp_path / f"runs{next(counter)}", progress=False, **cfg)).execute()
 
     benchmark.pedantic(once, rounds=1, iterations=1)
     total = benchmark.stats.stats.min
     glue = total - sum(work.totals.values())
-    shares = {k: f"{100 * v / total:.0f}%" for k, v in {**work.totals, "glue": glue}.items()}
-    info = {f"{p}_s": round(phases.totals.get(p, 0.0), 2) for p in PHASES}
-    info.update({f"{k}_share": v for k, v in shares.items()})
+    info = {f"{p}_s": round(phases.totals.get(p, 0.0), 1) for p in PHASES}
+    info.update({f"{k}_share": f"{100 * v / total:.0f}%"
+                 for k, v in {**work.totals, "glue": glue}.items()})
     benchmark.extra_info.update(info)
-    record(path=f"bench run (parallel-trials {parallel})", best_ms=round(total * 1e3),
-           **info)
+    record(path=label, best_ms=round(total * 1e3), **info)
+
+
+def test_bench_run_default(benchmark, monkeypatch, tmp_path, record):
+    """`bench run` with every default: all methods, synthetic, 8 trials, 3 seeds."""
+    _measure(benchmark, monkeypatch, tmp_path, record, "bench run (defaults)")
+
+
+@pytest.mark.parametrize("parallel", [1, 8])
+def test_bench_run_batchable_methods(benchmark, monkeypatch, tmp_path, record, parallel):
+    """erm and reweight (the methods with fit_batched), one trial at a time or 8 at once."""
+    _measure(benchmark, monkeypatch, tmp_path, record,
+             f"bench run -m erm,reweight --parallel-trials {parallel}",
+             methods=["erm", "reweight"], parallel_trials=parallel)
 
 
 def test_bench_startup(benchmark, record):

@@ -9,7 +9,8 @@ full-fine-tuning mode, where the batch comes from an image stream instead of a t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +56,31 @@ class Hooks:
     before_epoch: EpochFn | None = None
 
 
+def report_every(epochs: int, reports: int = 5) -> int:
+    """Validation reports per fit are capped (about 5): each one is a storage round trip
+    for the pruner and MLflow, which at 20+ epochs cost more than the training itself."""
+    return max(1, epochs // reports)
+
+
+SMALL_STEP = 1 << 20  # elements per batch below which one CPU thread is fastest
+
+
+@contextmanager
+def few_threads(device: torch.device, batch_elems: int) -> Iterator[None]:
+    """Run thin minibatch steps on one CPU thread: for a 256×768 batch, OpenMP's fork/join
+    costs more than the matmul, and on a busy machine it is many times slower (measured:
+    0.56 ms vs 3.6 ms per prompt-head step on 2 loaded cores). GPU work is unaffected."""
+    if device.type != "cpu" or batch_elems > SMALL_STEP or torch.get_num_threads() == 1:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class NonFiniteLoss(RuntimeError):
     """Training diverged; the trial is recorded as failed with this reason."""
 
@@ -85,8 +111,17 @@ class Trainer:
     ) -> nn.Module:
         """Train `head` in place for cfg.epochs; `report=False` for auxiliary stages."""
         hooks = hooks or Hooks()
-        opt = self.make_optimizer(head, cfg)
         sampler = hooks.sampler or Sampler.uniform(len(data), cfg.batch_size)
+        rows = min(sampler.batch_size, len(data))
+        with few_threads(self.device, rows * data.x.shape[1]):
+            return self._fit(head, data, cfg, hooks, sampler, report)
+
+    def _fit(
+        self, head: nn.Module, data: FeatureSplit, cfg: TrainConfig, hooks: Hooks,
+        sampler: Sampler, report: bool,
+    ) -> nn.Module:
+        opt = self.make_optimizer(head, cfg)
+        every = report_every(cfg.epochs)
         head.train()
         for epoch in range(cfg.epochs):
             if hooks.before_epoch is not None:
@@ -108,7 +143,8 @@ class Trainer:
             last = float(loss.detach())
             if not math.isfinite(last):
                 raise NonFiniteLoss(f"loss became {last} in epoch {epoch}")
-            if report and self.reporter is not None:
+            due = (epoch + 1) % every == 0 or epoch == cfg.epochs - 1
+            if report and self.reporter is not None and due:
                 self.reporter(epoch, head)
                 head.train()
         head.eval()

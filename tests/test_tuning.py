@@ -207,7 +207,8 @@ def test_workers_sharing_a_journal_study_fill_the_budget_exactly(tmp_path):
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     others = [t for t in trials if not counts(t)]
     assert all(SURPLUS in t.user_attrs for t in others)  # only races, never a lost trial
-    assert trials[0].params == FIRST and sum(t.params == FIRST for t in trials) == 1
+    # the defaults run exactly once; which trial number they get is a race between workers
+    assert sum(t.params == FIRST for t in trials) == 1
 
 
 def test_bad_storage_urls_are_user_errors_without_the_password():

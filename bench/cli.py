@@ -22,8 +22,12 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,
 )
-methods_app = typer.Typer(help="List method plugins.\n\nExample:  bench methods list", no_args_is_help=True)
-datasets_app = typer.Typer(help="List dataset plugins.\n\nExample:  bench datasets list", no_args_is_help=True)
+methods_app = typer.Typer(
+    help="List method plugins.\n\nExample:  bench methods list", no_args_is_help=True
+)
+datasets_app = typer.Typer(
+    help="List dataset plugins.\n\nExample:  bench datasets list", no_args_is_help=True
+)
 app.add_typer(methods_app, name="methods")
 app.add_typer(datasets_app, name="datasets")
 register_report_commands(app)
@@ -33,9 +37,7 @@ register_worker_command(app)
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
-PluginsOpt = typer.Option(
-    None, "--plugins", help="Extra plugin folder (repeatable).", exists=False
-)
+PluginsOpt = typer.Option(None, "--plugins", help="Extra plugin folder (repeatable).", exists=False)
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -52,24 +54,42 @@ def _csv(value: str | None) -> list[str] | None:
     "Example:  bench run --methods erm,sfr --dataset synthetic --trials 8 --seeds 3"
 )
 def run(
-    methods: str = typer.Option(None, "--methods", "-m", help="Comma-separated methods (default: all)."),
+    methods: str = typer.Option(
+        None, "--methods", "-m", help="Comma-separated methods (default: all)."
+    ),
     dataset: str = typer.Option("synthetic", "--dataset", "-d", help="Dataset plugin name."),
-    trials: int = typer.Option(8, "--trials", min=0, help="Optuna trials per method (0: defaults)."),
+    trials: int = typer.Option(
+        8, "--trials", min=0, help="Optuna trials per method (0: defaults)."
+    ),
     seeds: int = typer.Option(3, "--seeds", min=1, help="Final seeds for the best parameters."),
-    seed_offset: int = typer.Option(0, "--seed-offset", min=0, help="First final seed (default 0)."),
-    out_dir: Path = typer.Option(None, "--out", help="Run directory (default runs/<dataset>-<hash>)."),
+    seed_offset: int = typer.Option(
+        0, "--seed-offset", min=0, help="First final seed (default 0)."
+    ),
+    out_dir: Path = typer.Option(
+        None, "--out", help="Run directory (default runs/<dataset>-<hash>)."
+    ),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run directories go."),
     encoder: str = typer.Option(None, "--encoder", help="identity | openclip:MODEL:PRETRAINED."),
     head: str = typer.Option("auto", "--head", help="auto | linear | prompt."),
-    selection: str = typer.Option("worst-group", "--selection", help="worst-group | worst-class | average."),
+    selection: str = typer.Option(
+        "worst-group", "--selection", help="worst-group | worst-class | average."
+    ),
     params: list[str] = typer.Option(None, "--params", help="Fix METHOD.NAME=VALUE (repeatable)."),
-    dataset_opt: list[str] = typer.Option(None, "--dataset-opt", help="Dataset option KEY=VALUE (repeatable)."),
-    data_root: Path = typer.Option(None, "--data-root", help="Where datasets live (or $SPURBENCH_DATA)."),
+    dataset_opt: list[str] = typer.Option(
+        None, "--dataset-opt", help="Dataset option KEY=VALUE (repeatable)."
+    ),
+    data_root: Path = typer.Option(
+        None, "--data-root", help="Where datasets live (or $SPURBENCH_DATA)."
+    ),
     storage: str = typer.Option(
-        None, "--storage", envvar="SPURBENCH_STORAGE",
+        None,
+        "--storage",
+        envvar="SPURBENCH_STORAGE",
         help="Optuna storage: postgresql://..., journal:PATH (default: SQLite in the run dir).",
     ),
-    tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: SQLite in the run dir)."),
+    tracking_uri: str = typer.Option(
+        None, "--tracking-uri", help="MLflow tracking URI (default: SQLite in the run dir)."
+    ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     timeout: float = typer.Option(None, "--timeout", min=0, help="Seconds of tuning per method."),
     plugins: list[Path] = PluginsOpt,
@@ -81,7 +101,9 @@ def run(
         None, "--encode-workers", min=0, help="DataLoader workers for encoding (default: auto)."
     ),
     parallel_trials: int = typer.Option(
-        1, "--parallel-trials", min=1,
+        1,
+        "--parallel-trials",
+        min=1,
         help="Trials per tuning round, trained as one batched computation (and final seeds).",
     ),
 ) -> None:
@@ -90,13 +112,28 @@ def run(
     from bench.runner import run as run_benchmark
 
     cfg = RunConfig(
-        dataset=dataset, methods=_csv(methods), dataset_opts=parse_dataset_opts(dataset_opt or []),
-        data_root=data_root, encoder=encoder, head=head, selection=selection, trials=trials,
-        seeds=seeds, seed_offset=seed_offset, params=list(params or []), out=out_dir,
-        runs_dir=runs_dir, storage=storage,
-        tracking_uri=tracking_uri, device=device, plugins=list(plugins or []), timeout=timeout,
-        progress=not no_progress, encode_batch_size=encode_batch_size,
-        encode_workers=encode_workers, parallel_trials=parallel_trials,
+        dataset=dataset,
+        methods=_csv(methods),
+        dataset_opts=parse_dataset_opts(dataset_opt or []),
+        data_root=data_root,
+        encoder=encoder,
+        head=head,
+        selection=selection,
+        trials=trials,
+        seeds=seeds,
+        seed_offset=seed_offset,
+        params=list(params or []),
+        out=out_dir,
+        runs_dir=runs_dir,
+        storage=storage,
+        tracking_uri=tracking_uri,
+        device=device,
+        plugins=list(plugins or []),
+        timeout=timeout,
+        progress=not no_progress,
+        encode_batch_size=encode_batch_size,
+        encode_workers=encode_workers,
+        parallel_trials=parallel_trials,
     )
     result = run_benchmark(cfg, console=err)
     print_board(result.board, out)
@@ -104,8 +141,9 @@ def run(
 
 
 @methods_app.command(
-    "list", help="List methods with their description and the group labels they need.\n\n"
-    "Example:  bench methods list --plugins ./my_methods"
+    "list",
+    help="List methods with their description and the group labels they need.\n\n"
+    "Example:  bench methods list --plugins ./my_methods",
 )
 def methods_list(plugins: list[Path] = PluginsOpt) -> None:
     from rich.table import Table
@@ -120,8 +158,9 @@ def methods_list(plugins: list[Path] = PluginsOpt) -> None:
 
 
 @datasets_app.command(
-    "list", help="List datasets, whether each is embedded (no download) and its options.\n\n"
-    "Example:  bench datasets list"
+    "list",
+    help="List datasets, whether each is embedded (no download) and its options.\n\n"
+    "Example:  bench datasets list",
 )
 def datasets_list(plugins: list[Path] = PluginsOpt) -> None:
     from rich.table import Table
@@ -131,8 +170,12 @@ def datasets_list(plugins: list[Path] = PluginsOpt) -> None:
     registry.load_plugins(plugins or [])
     table = Table("dataset", "description", "embedded", "how to get it")
     for name, cls in registry.datasets().items():
-        table.add_row(name, cls.description, "yes" if cls.embedded else "no",
-                      "built in" if cls.embedded else cls.download_hint)
+        table.add_row(
+            name,
+            cls.description,
+            "yes" if cls.embedded else "no",
+            "built in" if cls.embedded else cls.download_hint,
+        )
     out.print(table)
 
 
@@ -147,12 +190,17 @@ def main() -> None:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        err.print("interrupted: completed trials and seeds are saved; re-run the same command to resume")
+        err.print(
+            "interrupted: completed trials and seeds are saved; re-run the same command to resume"
+        )
         sys.exit(130)
     except SystemExit as exc:
         if exc.code == 130:  # typer turns Ctrl-C into a silent exit 130
-            err.print("interrupted: completed trials and seeds are saved; "
-                      "re-run the same command to resume", soft_wrap=True)
+            err.print(
+                "interrupted: completed trials and seeds are saved; "
+                "re-run the same command to resume",
+                soft_wrap=True,
+            )
         raise
     except Exception as exc:  # a crash: the traceback, with secrets masked
         sys.stderr.write(redact.format_exception(exc))

@@ -106,9 +106,9 @@ def _fit_batch(run: Run, entry: MethodEntry, params: list[dict], seeds: list[int
         scores.append(history)
     try:
         results: list = entry.create().fit_batched(run.store.splits["train"], val, ctxs)
-    except (KeyboardInterrupt, UserError):
-        raise
     except Exception as exc:  # noqa: BLE001 - every configuration fails with the reason
+        if isinstance(exc, UserError) and trials is None:
+            raise  # final seeds stop the run on a user mistake, as one by one; trials record it
         results = [exc] * len(ctxs)
     for i, seed in enumerate(seeds):
         trial = trials[i] if trials is not None else None

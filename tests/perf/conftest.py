@@ -55,6 +55,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+_LOAD_AT_START = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def _machine_line() -> str:
+    import platform
+
+    import torch
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+            f"GPU: {'yes' if torch.cuda.is_available() else 'none'}; load average "
+            f"{_LOAD_AT_START:.1f} at start, {load:.1f} at end (other processes)")
+
+
 def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
     if not ROWS:
         return
@@ -64,6 +79,7 @@ def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in ROWS]
     terminalreporter.write_sep("=", "spurbench performance: ratios to the streaming bound")
+    lines.insert(0, _machine_line() + "\n")
     for line in lines:
         terminalreporter.write_line(line)
     root = terminalreporter.config.rootpath

@@ -26,14 +26,39 @@ def _instrument(monkeypatch, work: WorkClock, phases: WorkClock) -> None:  # noq
     work.install(monkeypatch, "numeric", Run, ["fit"])
     work.install(monkeypatch, "numeric", runner, ["evaluate"])
     work.install(monkeypatch, "numeric", tuning_batched, ["evaluate", "_fit_batch"])
-    work.install(monkeypatch, "mlflow", tracking.Tracker, [
-        "__init__", "start_parent", "start_child", "end_child", "nested", "metric", "log", "artifact",
-        "reconcile", "finish"])
-    work.install(monkeypatch, "optuna", optuna.study.Study, [
-        "ask", "tell", "get_trials", "enqueue_trial"])
-    work.install(monkeypatch, "optuna", optuna.trial.Trial, [
-        "report", "should_prune", "set_user_attr", "suggest_float", "suggest_int",
-        "suggest_categorical"])
+    work.install(
+        monkeypatch,
+        "mlflow",
+        tracking.Tracker,
+        [
+            "__init__",
+            "start_parent",
+            "start_child",
+            "end_child",
+            "nested",
+            "metric",
+            "log",
+            "artifact",
+            "reconcile",
+            "finish",
+        ],
+    )
+    work.install(
+        monkeypatch, "optuna", optuna.study.Study, ["ask", "tell", "get_trials", "enqueue_trial"]
+    )
+    work.install(
+        monkeypatch,
+        "optuna",
+        optuna.trial.Trial,
+        [
+            "report",
+            "should_prune",
+            "set_user_attr",
+            "suggest_float",
+            "suggest_int",
+            "suggest_categorical",
+        ],
+    )
     work.install(monkeypatch, "optuna", optuna, ["create_study", "load_study"])
     work.install(monkeypatch, "optuna", heartbeat, ["fail_stale"])
     work.install(monkeypatch, "optuna", heartbeat.Heartbeat, ["__enter__", "__exit__"])
@@ -55,8 +80,9 @@ def _measure(benchmark, monkeypatch, tmp_path, record, label: str, **cfg) -> Non
     total = benchmark.stats.stats.min
     glue = total - sum(work.totals.values())
     info = {f"{p}_s": round(phases.totals.get(p, 0.0), 1) for p in PHASES}
-    info.update({f"{k}_share": f"{100 * v / total:.0f}%"
-                 for k, v in {**work.totals, "glue": glue}.items()})
+    info.update(
+        {f"{k}_share": f"{100 * v / total:.0f}%" for k, v in {**work.totals, "glue": glue}.items()}
+    )
     benchmark.extra_info.update(info)
     record(path=label, best_ms=round(total * 1e3), **info)
 
@@ -69,9 +95,15 @@ def test_bench_run_default(benchmark, monkeypatch, tmp_path, record):
 @pytest.mark.parametrize("parallel", [1, 8])
 def test_bench_run_batchable_methods(benchmark, monkeypatch, tmp_path, record, parallel):
     """erm and reweight (the methods with fit_batched), one trial at a time or 8 at once."""
-    _measure(benchmark, monkeypatch, tmp_path, record,
-             f"bench run -m erm,reweight --parallel-trials {parallel}",
-             methods=["erm", "reweight"], parallel_trials=parallel)
+    _measure(
+        benchmark,
+        monkeypatch,
+        tmp_path,
+        record,
+        f"bench run -m erm,reweight --parallel-trials {parallel}",
+        methods=["erm", "reweight"],
+        parallel_trials=parallel,
+    )
 
 
 def test_bench_startup(benchmark, record):

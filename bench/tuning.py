@@ -219,6 +219,31 @@ def outcome(study: optuna.Study, fixed: dict[str, Any]) -> TuneOutcome:
     return TuneOutcome({**best.params, **fixed}, len(done), len(complete), failures, best.value)
 
 
+
+def outcome_of(
+    trial: optuna.trial.Trial, params: dict[str, Any], objective: Objective
+) -> tuple[TrialState, float | None]:
+    """Run the objective for one trial and turn what happened into its state: pruned,
+    failed with a recorded reason (counts against the budget), interrupted (Ctrl-C: does
+    not count, re-raised), or complete with its score."""
+    try:
+        score, extra = objective(params, trial)
+    except optuna.TrialPruned:
+        return TrialState.PRUNED, None
+    except KeyboardInterrupt:
+        trial.set_user_attr(INTERRUPTED, True)
+        raise
+    except Exception as exc:
+        trial.set_user_attr(FAIL_REASON, redact(f"{type(exc).__name__}: {exc}"))
+        return TrialState.FAIL, None
+    for k, v in extra.items():
+        trial.set_user_attr(k, v)
+    if not math.isfinite(score):
+        trial.set_user_attr(FAIL_REASON, f"objective returned {score}")
+        return TrialState.FAIL, None
+    return TrialState.COMPLETE, score
+
+
 def tune(
     study: optuna.Study,
     space: dict[str, Param],
@@ -246,22 +271,7 @@ def tune(
             return TrialState.FAIL, None
         params = {k: p.suggest(trial, k) for k, p in tunable.items()}
         params.update(fixed)
-        try:
-            score, extra = objective(params, trial)
-        except optuna.TrialPruned:
-            return TrialState.PRUNED, None
-        except KeyboardInterrupt:
-            trial.set_user_attr(INTERRUPTED, True)
-            raise
-        except Exception as exc:
-            trial.set_user_attr(FAIL_REASON, redact(f"{type(exc).__name__}: {exc}"))
-            return TrialState.FAIL, None
-        for k, v in extra.items():
-            trial.set_user_attr(k, v)
-        if not math.isfinite(score):
-            trial.set_user_attr(FAIL_REASON, f"objective returned {score}")
-            return TrialState.FAIL, None
-        return TrialState.COMPLETE, score
+        return outcome_of(trial, params, objective)
 
     while True:
         heartbeat.fail_stale(study)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -31,11 +30,9 @@ from bench.errors import UserError
 from bench.method import Method
 from bench.metrics import evaluate
 from bench.predictor import Predictor
-from bench.redact import redact
 from bench.selection import select_score
 from bench.tracking import metric_key
 from bench.tuning import (
-    FAIL_REASON,
     INTERRUPTED,
     POLL_SECONDS,
     SURPLUS,
@@ -44,6 +41,7 @@ from bench.tuning import (
     _admitted,
     counts,
     outcome,
+    outcome_of,
 )
 
 if TYPE_CHECKING:
@@ -135,28 +133,6 @@ def prefit_seeds(run: Run, entry: MethodEntry, params: dict[str, Any], seeds: li
         run.prefit = _fit_batch(run, entry, [params] * len(seeds), seeds, None)
 
 
-def _tell_one(
-    trial: optuna.Trial, params: dict[str, Any], objective: Objective
-) -> tuple[TrialState, float | None]:
-    """One trial's outcome, with the states and reasons of bench.tuning.tune."""
-    try:
-        score, extra = objective(params, trial)
-    except optuna.TrialPruned:
-        return TrialState.PRUNED, None
-    except KeyboardInterrupt:
-        trial.set_user_attr(INTERRUPTED, True)
-        raise
-    except Exception as exc:
-        trial.set_user_attr(FAIL_REASON, redact(f"{type(exc).__name__}: {exc}"))
-        return TrialState.FAIL, None
-    for k, v in extra.items():
-        trial.set_user_attr(k, v)
-    if not math.isfinite(score):
-        trial.set_user_attr(FAIL_REASON, f"objective returned {score}")
-        return TrialState.FAIL, None
-    return TrialState.COMPLETE, score
-
-
 def tune_parallel(
     run: Run,
     entry: MethodEntry,
@@ -229,7 +205,7 @@ def _round(run, entry, study, asked, tunable, fixed, defaults, budget, objective
             )
         for trial, params in admitted:
             try:
-                told.append((trial, *_tell_one(trial, params, objective)))
+                told.append((trial, *outcome_of(trial, params, objective)))
             except optuna.exceptions.UpdateFinishedTrialError:
                 told.append((trial, TrialState.FAIL, None))  # failed as dead by another process
     except KeyboardInterrupt:

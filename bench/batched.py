@@ -90,6 +90,9 @@ class _Linear(_Kind):
     def grad(self, segs, k, xb, oh, scale, out, accumulate, shared) -> None:  # noqa: ANN001
         """Σ_i scale_i ∇CE_i over the block into `out` (added to it when accumulating)."""
         c, d = self.c, self.d
+        if shared and k == 1 and c == 2:
+            self._binary_grad(segs, xb, oh, scale.reshape(-1), out, accumulate)
+            return
         if shared:  # xb [n, D]: one matrix product serves all K heads
             w, b = segs[0].view(k * c, d), segs[1].view(k * c)
             logits = torch.addmm(b, xb, w.t()).view(-1, k, c)
@@ -113,6 +116,28 @@ class _Linear(_Kind):
         else:
             torch.bmm(g.transpose(1, 2), xb, out=gw)
             torch.sum(g, 1, out=gb)
+
+
+    def _binary_grad(self, segs, xb, oh, scale, out, accumulate) -> None:  # noqa: ANN001
+        """Two classes, one head: the softmax depends only on the logit difference
+        z = (w₁−w₀)·x + (b₁−b₀), p₁ = σ(z), and ∇w₁ = −∇w₀ = Σ s·(p₁−y₁)·x. Two
+        matrix-vector products per block instead of two thin matrix products: the same
+        gradient, about 1.5× faster on a CPU, which is what brings a full-batch epoch
+        near the streaming bound."""
+        w, b = segs[0].view(2, self.d), segs[1]
+        g = torch.addmv(b[1] - b[0], xb, w[1] - w[0]).sigmoid_().sub_(oh[:, 1]).mul_(scale)
+        gw1, gb1 = torch.mv(xb.t(), g), g.sum()
+        gw, gb = out[0].view(2, self.d), out[1]
+        if accumulate:
+            gw[1].add_(gw1)
+            gw[0].sub_(gw1)
+            gb[1].add_(gb1)
+            gb[0].sub_(gb1)
+        else:
+            gw[1].copy_(gw1)
+            torch.neg(gw1, out=gw[0])
+            gb[1].copy_(gb1)
+            gb[0].copy_(-gb1)
 
 
 class _Prompt(_Kind):

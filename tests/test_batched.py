@@ -198,3 +198,36 @@ def test_parallel_trials_completes_the_trial_budget(tmp_path):
 def test_parallel_trials_must_be_positive(tmp_path):
     r = bench_cli("run", "--methods", "erm", "--parallel-trials", "0", "--runs-dir", str(tmp_path))
     assert r.returncode == 2 and "--parallel-trials" in r.stderr
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("batch_size", [128, N])  # minibatches, and one full batch per epoch
+def test_binary_single_head_fast_path_equals_sequential(split, batch_size, weighted):
+    """One binary linear head takes the logit-difference path (two matrix-vector products);
+    it must still give exactly what Trainer.fit gives."""
+    y2 = (split.x[:, 0] > 0).long()
+    data = FeatureSplit("train", split.x, y2, y2, y2, split.eval_masks, 2, 2)
+    w = torch.rand(N, generator=torch.Generator().manual_seed(3)) + 0.5 if weighted else None
+    cfg = [TrainConfig(epochs=3, lr=3e-2, weight_decay=1e-3, batch_size=batch_size)]
+
+    def pair() -> tuple[torch.nn.Module, Trainer]:
+        gen = torch.Generator().manual_seed(5)
+        return LinearHead(D, 2, gen), Trainer(CPU, gen)
+
+    head, trainer = pair()
+    trainer.fit(head, data, cfg[0], Hooks(weights=w))
+    h2, t2 = pair()
+    calls = []
+    original = batched._Linear._binary_grad
+
+    def spy(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    batched._Linear._binary_grad = spy
+    try:
+        (got,) = batched.fit_batched([h2], data, cfg, [t2], w)
+    finally:
+        batched._Linear._binary_grad = original
+    assert calls, "the binary fast path was not taken"
+    assert_same([head], [got], 1e-5)

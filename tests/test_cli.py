@@ -71,3 +71,30 @@ def test_label_hungry_method_refused_under_worst_class(tmp_path):
     )
     assert r.returncode == 2
     assert "method 'groupdro' needs group labels on train" in r.stderr
+
+
+def _all_command_paths():
+    import typer.main
+
+    from bench.cli import app
+
+    def walk(cmd, path):
+        yield path
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+def test_every_command_and_subcommand_help_has_an_example():
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    paths = _all_command_paths()
+    assert len(paths) >= 12  # run, worker, compare, methods/datasets/cache/leaderboard groups
+    runner = CliRunner()
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "Example" in result.output, path

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from bench.errors import UserError
 from bench.spec import DatasetSpec
 
 
@@ -17,6 +19,13 @@ class DatasetOptions:
     data_root: Path | None = None
     seed: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+
+    def check_known(self, dataset: str, known: Iterable[str]) -> None:
+        """Refuse a --dataset-opt the dataset does not take, naming the ones it does."""
+        known = list(known)
+        unknown = sorted(set(self.extra) - set(known))
+        if unknown:
+            raise UserError(f"--dataset-opt {unknown[0]}: {dataset} takes {', '.join(known)}")
 
     def root_for(self, folder: str) -> Path:
         """Where a dataset's folder is expected: --data-root, else $SPURBENCH_DATA, else ./data."""

@@ -34,9 +34,7 @@ class CelebA(bench.Dataset):
     wilds_name = "celebA"
 
     def load(self, options: bench.DatasetOptions) -> bench.DatasetSpec:
-        unknown = sorted(set(options.extra) - {"target", "attribute"})
-        if unknown:
-            raise bench.UserError(f"--dataset-opt {unknown[0]}: celeba takes target, attribute")
+        options.check_known(self.name, ("target", "attribute"))
         target = options.extra.get("target", "Blond_Hair")
         attribute = options.extra.get("attribute", "Male")
         folder = bench.find_data_dir(options, self.name, "list_attr_celeba.csv", FOLDERS, HINT)

@@ -48,9 +48,7 @@ class CivilComments(bench.Dataset):
     options_help = "train_groups: any (default) | label | one of " + ", ".join(IDENTITIES)
 
     def load(self, options: bench.DatasetOptions) -> bench.DatasetSpec:
-        unknown = sorted(set(options.extra) - {"train_groups"})
-        if unknown:
-            raise bench.UserError(f"--dataset-opt {unknown[0]}: civilcomments takes train_groups")
+        options.check_known(self.name, ("train_groups",))
         mode = options.extra.get("train_groups", "any")
         if mode not in ("any", "label", *IDENTITIES):
             raise bench.UserError(

@@ -29,9 +29,7 @@ class ColoredDigits(bench.Dataset):
     def load(self, options: bench.DatasetOptions) -> bench.DatasetSpec:
         from sklearn.datasets import load_digits
 
-        unknown = sorted(set(options.extra) - {"correlation"})
-        if unknown:
-            raise bench.UserError(f"--dataset-opt {unknown[0]}: colored-digits takes correlation")
+        options.check_known(self.name, ("correlation",))
         raw = options.extra.get("correlation", "0.95")
         try:
             corr = float(raw)

@@ -35,9 +35,7 @@ class CsvImages(bench.Dataset):
     options_help = "metadata=FILE, images=DIR, classes=A,B, attributes=A,B, prompts=T|T, name=NAME"
 
     def load(self, options: bench.DatasetOptions) -> bench.DatasetSpec:
-        unknown = sorted(set(options.extra) - set(KNOWN))
-        if unknown:
-            raise bench.UserError(f"--dataset-opt {unknown[0]}: csv takes {', '.join(KNOWN)}")
+        options.check_known(self.name, KNOWN)
         given = options.extra.get("metadata")
         path = Path(given) if given else bench.data_base(options) / "metadata.csv"
         if not path.is_file():

@@ -82,9 +82,7 @@ class Features(bench.Dataset):
     options_help = "path=FILE, classes=A,B, attributes=A,B, class_text=FILE.npy, name=NAME"
 
     def load(self, options: bench.DatasetOptions) -> bench.DatasetSpec:
-        unknown = sorted(set(options.extra) - set(KNOWN))
-        if unknown:
-            raise bench.UserError(f"--dataset-opt {unknown[0]}: features takes {', '.join(KNOWN)}")
+        options.check_known(self.name, KNOWN)
         given = options.extra.get("path")
         if given:
             path = Path(given)

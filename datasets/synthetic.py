@@ -62,9 +62,7 @@ class Synthetic(bench.Dataset):
         sigma = _opt(options, "noise", 1.0)
         text_spu = _opt(options, "text_spurious", 0.6)
         known = {"n_train", "n_val", "n_test", "dim", "core", "spurious", "noise", "text_spurious"}
-        unknown = sorted(set(options.extra) - known)
-        if unknown:
-            raise bench.UserError(f"--dataset-opt {unknown[0]}: synthetic takes {sorted(known)}")
+        options.check_known(self.name, sorted(known))
         if dim < 2:
             raise bench.UserError("--dataset-opt dim: synthetic needs at least 2 dimensions")
 

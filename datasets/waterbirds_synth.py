@@ -94,11 +94,7 @@ def render(y: int, a: int, size: int, rng: np.random.Generator):  # noqa: ANN201
 
 
 def _options(options: bench.DatasetOptions) -> dict[str, int]:
-    unknown = sorted(set(options.extra) - set(DEFAULTS))
-    if unknown:
-        raise bench.UserError(
-            f"--dataset-opt {unknown[0]}: waterbirds-synth takes {', '.join(DEFAULTS)}"
-        )
+    options.check_known("waterbirds-synth", DEFAULTS)
     out = {}
     for key, default in DEFAULTS.items():
         raw = options.extra.get(key, str(default))

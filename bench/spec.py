@@ -45,6 +45,7 @@ class DatasetSpec:
     synthetic: bool = False  # True when the data itself is generated, not collected
     root: str | None = None  # where images live, for item_kind == "image"
     notes: str = ""
+    _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -121,7 +122,15 @@ class DatasetSpec:
                 raise UserError(f"{src}: feature matrix does not match metadata rows")
 
     def fingerprint(self) -> str:
-        """Content hash of metadata (and features when embedded): keys caches and results."""
+        """Content hash of metadata (and features when embedded): keys caches and results.
+
+        Computed once: a run asks for it many times, and hashing CivilComments-scale
+        metadata is not free. A spec is not meant to change after loading."""
+        if self._fingerprint is None:
+            self._fingerprint = self._hash()
+        return self._fingerprint
+
+    def _hash(self) -> str:
         h = hashlib.sha256()
         h.update(self.name.encode())
         h.update(self.metadata.select(REQUIRED_COLUMNS).write_csv().encode())

@@ -220,6 +220,38 @@ def outcome(study: optuna.Study, fixed: dict[str, Any]) -> TuneOutcome:
 
 
 
+
+def slots(
+    study: optuna.Study, budget: int, started: float, timeout: float | None
+) -> tuple[int, int] | None:
+    """Fail stale trials, then say what is left to start: None once the budget is filled
+    or the time is up, else (free slots, queued trials). Shared by every tuning loop."""
+    heartbeat.fail_stale(study)
+    trials = study.get_trials(deepcopy=False)
+    done = sum(counts(t) for t in trials)
+    if done >= budget or (timeout is not None and time.monotonic() - started >= timeout):
+        return None
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    return budget - done - running, waiting
+
+
+def after_tell(
+    study: optuna.Study,
+    frozen: optuna.trial.FrozenTrial,
+    state: TrialState,
+    on_trial: Callable[[optuna.trial.FrozenTrial], None] | None,
+) -> None:
+    """Hand a finished trial on, unless another process declared it dead meanwhile."""
+    if frozen.state != state:
+        log.warning(
+            "trial %d of %s was declared dead by another process while it ran; "
+            "its result is dropped and its slot is run again", frozen.number, study.study_name,
+        )
+    elif on_trial is not None and SURPLUS not in frozen.user_attrs:
+        on_trial(frozen)
+
+
 def outcome_of(
     trial: optuna.trial.Trial, params: dict[str, Any], objective: Objective
 ) -> tuple[TrialState, float | None]:
@@ -273,17 +305,9 @@ def tune(
         params.update(fixed)
         return outcome_of(trial, params, objective)
 
-    while True:
-        heartbeat.fail_stale(study)
-        trials = study.get_trials(deepcopy=False)
-        done = sum(counts(t) for t in trials)
-        if done >= budget:
-            break
-        if timeout is not None and time.monotonic() - started >= timeout:
-            break
-        waiting = any(t.state == TrialState.WAITING for t in trials)
-        running = sum(t.state == TrialState.RUNNING for t in trials)
-        if not waiting and done + running >= budget:
+    while (room := slots(study, budget, started, timeout)) is not None:
+        free, waiting = room
+        if free <= 0 and not waiting:
             if not wait:
                 break
             time.sleep(POLL_SECONDS)
@@ -298,11 +322,5 @@ def tune(
             except optuna.exceptions.UpdateFinishedTrialError:
                 state, value = TrialState.FAIL, None  # failed as dead by another process
             frozen = study.tell(trial, value, state=state, skip_if_finished=True)
-        if frozen.state != state:
-            log.warning(
-                "trial %d of %s was declared dead by another process while it ran; "
-                "its result is dropped and its slot is run again", trial.number, study.study_name,
-            )
-        elif on_trial is not None and SURPLUS not in frozen.user_attrs:
-            on_trial(frozen)
+        after_tell(study, frozen, state, on_trial)
     return outcome(study, fixed)

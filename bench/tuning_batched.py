@@ -39,9 +39,10 @@ from bench.tuning import (
     Objective,
     TuneOutcome,
     _admitted,
-    counts,
+    after_tell,
     outcome,
     outcome_of,
+    slots,
 )
 
 if TYPE_CHECKING:
@@ -151,17 +152,8 @@ def tune_parallel(
     batched = batches(entry)
     logging.getLogger("optuna").setLevel(logging.ERROR)
     started = time.monotonic()
-    while True:
-        heartbeat.fail_stale(study)
-        trials = study.get_trials(deepcopy=False)
-        done = sum(counts(t) for t in trials)
-        if done >= budget:
-            break
-        if run.cfg.timeout is not None and time.monotonic() - started >= run.cfg.timeout:
-            break
-        waiting = sum(t.state == TrialState.WAITING for t in trials)
-        running = sum(t.state == TrialState.RUNNING for t in trials)
-        free = budget - done - running
+    while (room := slots(study, budget, started, run.cfg.timeout)) is not None:
+        free, waiting = room
         if free <= 0 and not waiting:
             if not wait:
                 break
@@ -175,13 +167,7 @@ def tune_parallel(
                           batched)
             frozen = [(study.tell(t, v, state=s, skip_if_finished=True), s) for t, s, v in told]
         for f, state in frozen:
-            if f.state != state:
-                log.warning(
-                    "trial %d of %s was declared dead by another process while it ran; "
-                    "its result is dropped and its slot is run again", f.number, study.study_name,
-                )
-            elif on_trial is not None and SURPLUS not in f.user_attrs:
-                on_trial(f)
+            after_tell(study, f, state, on_trial)
     return outcome(study, fixed)
 
 

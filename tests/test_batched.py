@@ -97,6 +97,29 @@ def test_full_batch_streams_rows_in_storage_order(split):
     assert_same(want, together("linear", [0, 1], cfgs, split), 1e-5)
 
 
+@pytest.mark.parametrize("kind,atol", [("linear", 1e-5), ("prompt", 2e-5)])
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_full_batch_split_among_cpu_workers_equals_sequential(split, monkeypatch, kind, atol,
+                                                              workers):
+    """Full-batch epochs sum partial gradients from several CPU workers (any count, even
+    more than this machine has cores); weighted, two stacks (AdamW and SGD)."""
+    monkeypatch.setattr(batched, "cpu_workers", lambda device: workers)
+    seen = []
+    original = batched.parallel_map
+
+    def spy(fn, chunks):  # noqa: ANN001, ANN202
+        seen.append(len(chunks))
+        return original(fn, chunks)
+
+    monkeypatch.setattr(batched, "parallel_map", spy)
+    cfgs = [TrainConfig(epochs=4, lr=3e-2, weight_decay=1e-3, batch_size=N),
+            TrainConfig(epochs=3, lr=1e-1, batch_size=N, optimizer="sgd", momentum=0.9)]
+    w = torch.rand(N, generator=torch.Generator().manual_seed(4)) + 0.5
+    want = sequential(kind, [0, 1], cfgs, split, w)
+    assert_same(want, together(kind, [0, 1], cfgs, split, w, block_rows=64), atol)
+    assert seen == ([] if workers == 1 else [workers] * 4)  # one split pass per epoch
+
+
 @pytest.mark.parametrize("kind", ["linear", "prompt"])
 def test_block_gradient_equals_autograd(split, kind):
     """The analytic gradient of Σ scale_i·CE_i (one block) against autograd's."""

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bench.cpu_workers import cpu_workers, parallel_map, split
+from bench.cpu_workers import cpu_workers, parallel_map, prefetched, split
 from bench.heads import LinearHead, PromptHead
 from bench.samplers import Sampler
 from bench.store import FeatureSplit
@@ -388,6 +389,27 @@ def _gather(x: torch.Tensor, idx: torch.Tensor, buf: torch.Tensor) -> torch.Tens
     return out.view(*idx.shape, x.shape[1])
 
 
+def _span_rows(x: torch.Tensor, onehot: torch.Tensor, spans: list[tuple[int, int, list]],
+               bufs: list[torch.Tensor], ords: list[torch.Tensor], shared: bool, stream: bool,
+               j: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Span j's rows and one-hot labels for each stack: the stored rows themselves when
+    streaming, one gather shared by all stacks, or each stack's own rows ([K, rows, D]).
+    Span j goes into bufs[j % 2], so span j+1 can be gathered while j is in use."""
+    g0, g1, _ = spans[j]
+    if stream:
+        return [(x[g0:g1], onehot[g0:g1])] * len(ords)
+    buf = bufs[j % 2]
+    if shared:
+        idx = ords[0][0, g0:g1]
+        return [(_gather(x, idx, buf), onehot[idx])] * len(ords)
+    out, off = [], 0
+    for o in ords:
+        idx = o[:, g0:g1]
+        out.append((_gather(x, idx, buf[off:]), onehot[idx]))
+        off += idx.numel()
+    return out
+
+
 def _shared_scale(sc: torch.Tensor, start: int, end: int) -> torch.Tensor:
     """Rows [start, end) of a shared row scale ([n] or [n, K]), shaped [n, K|1, 1]."""
     s = sc[start:end]
@@ -461,7 +483,7 @@ def fit_batched(
     blocks = _blocks(n, {s.batch for s in stacks}, block_rows)
     row_bytes = x.shape[1] * x.element_size()
     workers = cpu_workers(device)
-    buf = x.new_empty(0, x.shape[1])  # gathered rows, reused across spans and epochs
+    bufs = [x.new_empty(0, x.shape[1])] * 2  # gathered rows, reused across spans and epochs
 
     def finish(k: int, outcome: nn.Module | Exception) -> None:
         results[k] = outcome
@@ -491,40 +513,32 @@ def fit_batched(
             ords.append(o)
             sc = _row_scale(w, o[0] if shared and (w is None or w.dim() == 1) else o, st.batch)
             scales.append(sc.t() if shared and sc.dim() == 2 else sc)  # shared: [n, K]
-        order0 = ords[0][0] if shared else None
         width = 1 if shared else sum(st.k for st in stacks)
+        spans = _spans(blocks, max(1, GATHER_BYTES // (row_bytes * width)))
+        need = max(g1 - g0 for g0, g1, _ in spans) * width
+        if bufs[0].shape[0] < need:
+            bufs = [x.new_empty(need, x.shape[1]) for _ in range(2)]
+
+        rows_of = partial(_span_rows, x, onehot, spans, bufs, ords, shared, stream)
         if stream and workers > 1:
             _stream_epoch(kind, stacks, x, onehot, scales, blocks, workers)
         else:
-            for g0, g1, span in _spans(blocks, max(1, GATHER_BYTES // (row_bytes * width))):
-                if buf.shape[0] < (g1 - g0) * width:
-                    buf = x.new_empty((g1 - g0) * width, x.shape[1])
-                if shared:
-                    if stream:
-                        xg, ohg = x[g0:g1], onehot[g0:g1]
-                    else:
-                        idx = order0[g0:g1]
-                        xg, ohg = _gather(x, idx, buf), onehot[idx]
-                else:
-                    gathered, off = [], 0
-                    for o in ords:
-                        idx = o[:, g0:g1]
-                        gathered.append((_gather(x, idx, buf[off:]), onehot[idx]))
-                        off += idx.numel()
+            # thin linear steps: the next span's random rows are gathered on a worker
+            # while this span's steps run (both on one thread; see bench.cpu_workers)
+            ahead = workers > 1 and not stream and isinstance(kind, _Linear)
+            items = (prefetched(rows_of, len(spans)) if ahead
+                     else map(rows_of, range(len(spans))))
+            for (g0, _, span), rows in zip(spans, items, strict=True):
                 for start, end in span:
                     a, b = start - g0, end - g0
-                    for i, st in enumerate(stacks):
-                        sc = scales[i]
+                    for st, sc, (xg, ohg) in zip(stacks, scales, rows, strict=True):
+                        xb, oh = xg.narrow(-2, a, b - a), ohg.narrow(-2, a, b - a)
                         if shared:
-                            xb, oh = xg[a:b], ohg[a:b]
                             s = _shared_scale(sc, start, end)
                         else:
-                            xb, oh = gathered[i][0][:, a:b], gathered[i][1][:, a:b]
                             s = (sc[:, start:end].unsqueeze(-1) if sc.dim() == 2
                                  else sc[start:end].view(1, -1, 1))
-                        first = start % st.batch == 0
-                        kind.grad(st.p, st.k, xb, oh, s, st.g, not first,
-                                  shared)
+                        kind.grad(st.p, st.k, xb, oh, s, st.g, start % st.batch != 0, shared)
                         if end % st.batch == 0 or end == n:
                             st.step()
         epoch += 1

@@ -25,6 +25,17 @@ _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 
 
+def _pool_of(size: int) -> ThreadPoolExecutor:
+    """The process's worker pool, grown to at least `size` threads."""
+    global _pool, _pool_size
+    if _pool is None or _pool_size < size:
+        if _pool is not None:
+            _pool.shutdown()
+        _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="bench-rows")
+        _pool_size = size
+    return _pool
+
+
 def cpu_workers(device: torch.device) -> int:
     """How many row-parallel workers a pass on `device` uses: torch's intra-op thread
     count on a CPU (what the user allowed, e.g. with torch.set_num_threads), else 1."""
@@ -63,13 +74,27 @@ def _single_threaded(fn: Callable[[T], R]) -> Callable[[T], R]:
 def parallel_map(fn: Callable[[T], R], chunks: Sequence[T]) -> list[R]:
     """fn over chunks, concurrently on worker threads with one intra-op thread each;
     results in the order of `chunks` (so reductions over them are deterministic)."""
-    global _pool, _pool_size
     if len(chunks) <= 1:
         return [fn(c) for c in chunks]
-    if _pool is None or _pool_size < len(chunks):
-        if _pool is not None:
-            _pool.shutdown()
-        _pool = ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix="bench-rows")
-        _pool_size = len(chunks)
+    pool = _pool_of(len(chunks))
     with _one_thread_each():
-        return list(_pool.map(_single_threaded(fn), chunks))
+        return list(pool.map(_single_threaded(fn), chunks))
+
+
+def prefetched(produce: Callable[[int], R], n: int) -> Iterator[R]:
+    """produce(0), …, produce(n−1) in order, produce(i+1) running on a worker thread
+    while the caller works on item i; caller and worker each on one intra-op thread.
+
+    Why: a minibatch epoch alternates random-row gathers (memory latency) with thin
+    steps (dispatch and arithmetic); overlapped, one hides the other. The caller must be
+    done with item i before it asks for item i+2, so two buffers are enough."""
+    if n <= 0:
+        return
+    pool, work = _pool_of(1), _single_threaded(produce)
+    with _one_thread_each():
+        ahead = pool.submit(work, 0)
+        for i in range(n):
+            item = ahead.result()
+            if i + 1 < n:
+                ahead = pool.submit(work, i + 1)
+            yield item

@@ -76,7 +76,13 @@ def assert_same(a: list, b: list, atol: float) -> None:
 @pytest.mark.parametrize("kind,atol", [("linear", 1e-5), ("prompt", 2e-5)])
 @pytest.mark.parametrize("seeds", [[0, 0, 0, 0], [0, 1, 2, 3]], ids=["shared-order", "own-order"])
 @pytest.mark.parametrize("weighting", ["none", "shared", "per-config"])
-def test_batched_equals_sequential(split, monkeypatch, kind, atol, seeds, weighting):
+@pytest.mark.parametrize("workers", [1, 2], ids=["1-thread", "prefetch"])
+def test_batched_equals_sequential(split, monkeypatch, kind, atol, seeds, weighting, workers):
+    """workers=2: linear heads' next gather runs on a worker thread (bench.cpu_workers)."""
+    monkeypatch.setattr(batched, "cpu_workers", lambda device: workers)
+    ahead = []
+    original = batched.prefetched
+    monkeypatch.setattr(batched, "prefetched", lambda f, n: ahead.append(n) or original(f, n))
     monkeypatch.setattr(batched, "GATHER_BYTES", 150 * D * 4)  # several gather spans per epoch
     monkeypatch.setattr(batched, "PROMPT_GROUP", 3 * E)  # prompt heads in groups of 3 and 1
     monkeypatch.setattr(batched, "STEP_CHUNK", 50)  # the optimizer steps in several pieces
@@ -86,6 +92,7 @@ def test_batched_equals_sequential(split, monkeypatch, kind, atol, seeds, weight
     want = sequential(kind, seeds, CFGS, split, weights)
     got = together(kind, seeds, CFGS, split, weights, block_rows=64)
     assert_same(want, got, atol)
+    assert bool(ahead) == (workers == 2 and kind == "linear")
     moved = max((p - q).abs().max() for p, q in zip(
         want[0].state_dict().values(), make(kind, seeds[0])[0].state_dict().values(), strict=True))
     assert moved > 100 * atol  # the comparison is not between two untrained heads

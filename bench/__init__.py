@@ -3,6 +3,7 @@
 This module is the public API: plugins import only what is exported here.
 """
 
+from bench import _openmp  # noqa: F401  (first: before anything imports torch)
 from bench.batched import fit_batched
 from bench.cache import cache_dir
 from bench.dataset import Dataset, DatasetOptions

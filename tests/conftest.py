@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import bench._openmp  # noqa: F401  (the OpenMP setting `bench` itself gets, before torch)
+
 SMALL = [
     "--dataset-opt",
     "n_train=1200",

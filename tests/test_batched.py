@@ -231,10 +231,16 @@ def test_parallel_trials_must_be_positive(tmp_path):
 
 
 @pytest.mark.parametrize("weighted", [False, True])
-@pytest.mark.parametrize("batch_size", [128, N])  # minibatches, and one full batch per epoch
-def test_binary_single_head_fast_path_equals_sequential(split, batch_size, weighted):
-    """One binary linear head takes the logit-difference path (two matrix-vector products);
-    it must still give exactly what Trainer.fit gives."""
+@pytest.mark.parametrize("batch_size,workers,path", [
+    (128, 1, "_binary_grad"),  # minibatches
+    (N, 1, "_binary_grad"),  # one full batch per epoch, blocks in storage order
+    (N, 2, "_binary_run_grad"),  # one full batch, rows split among two CPU workers
+])
+def test_binary_single_head_fast_path_equals_sequential(split, monkeypatch, batch_size, workers,
+                                                        path, weighted):
+    """One binary linear head takes the logit-difference path (two matrix-vector products
+    per block); it must still give exactly what Trainer.fit gives."""
+    monkeypatch.setattr(batched, "cpu_workers", lambda device: workers)
     y2 = (split.x[:, 0] > 0).long()
     data = FeatureSplit("train", split.x, y2, y2, y2, split.eval_masks, 2, 2)
     w = torch.rand(N, generator=torch.Generator().manual_seed(3)) + 0.5 if weighted else None
@@ -248,16 +254,13 @@ def test_binary_single_head_fast_path_equals_sequential(split, batch_size, weigh
     trainer.fit(head, data, cfg[0], Hooks(weights=w))
     h2, t2 = pair()
     calls = []
-    original = batched._Linear._binary_grad
+    original = getattr(batched._Linear, path)
 
     def spy(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         calls.append(1)
         return original(self, *args, **kwargs)
 
-    batched._Linear._binary_grad = spy
-    try:
-        (got,) = batched.fit_batched([h2], data, cfg, [t2], w)
-    finally:
-        batched._Linear._binary_grad = original
-    assert calls, "the binary fast path was not taken"
+    monkeypatch.setattr(batched._Linear, path, spy)
+    (got,) = batched.fit_batched([h2], data, cfg, [t2], w, block_rows=64)
+    assert calls, f"the binary fast path ({path}) was not taken"
     assert_same([head], [got], 1e-5)

@@ -401,6 +401,8 @@ def _row_scale(w: torch.Tensor | None, order: torch.Tensor, batch: int) -> torch
     """Per position in the epoch: w_i / Σ_batch w (1/len(batch) unweighted), so the block
     sums give each batch's Σ w·CE / Σ w, as Trainer.fit's loss."""
     n = order.shape[-1]
+    if w is None and batch >= n:  # one batch: the mean over all rows
+        return torch.full((n,), 1.0 / n, device=order.device)
     which = torch.arange(n, device=order.device) // batch
     if w is None:
         lens = torch.bincount(which).to(torch.float32)

@@ -55,7 +55,8 @@ def split(items: Sequence[T], parts: int) -> list[Sequence[T]]:
 
 
 @contextmanager
-def _one_thread_each() -> Iterator[None]:
+def one_thread() -> Iterator[None]:
+    """The calling thread (and MKL, process-wide) on one intra-op thread, then back."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -77,7 +78,7 @@ def parallel_map(fn: Callable[[T], R], chunks: Sequence[T]) -> list[R]:
     if len(chunks) <= 1:
         return [fn(c) for c in chunks]
     pool = _pool_of(len(chunks))
-    with _one_thread_each():
+    with one_thread():
         return list(pool.map(_single_threaded(fn), chunks))
 
 
@@ -91,7 +92,7 @@ def prefetched(produce: Callable[[int], R], n: int) -> Iterator[R]:
     if n <= 0:
         return
     pool, work = _pool_of(1), _single_threaded(produce)
-    with _one_thread_each():
+    with one_thread():
         ahead = pool.submit(work, 0)
         for i in range(n):
             item = ahead.result()

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bench.cpu_workers import one_thread
 from bench.samplers import Sampler
 from bench.store import FeatureSplit
 
@@ -73,12 +74,8 @@ def few_threads(device: torch.device, batch_elems: int) -> Iterator[None]:
     if device.type != "cpu" or batch_elems > SMALL_STEP or torch.get_num_threads() == 1:
         yield
         return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class NonFiniteLoss(RuntimeError):

@@ -245,7 +245,40 @@ def compare(baseline: Path, new: Path, tolerance: float = DEFAULT_TOLERANCE,
         b = sorted(set(nw.table[col].drop_nulls().to_list()))
         if a != b:
             out.notes.append(f"{what} differs: {', '.join(a) or '?'} → {', '.join(b) or '?'}")
+    out.notes += method_notes(base, nw, names)
     return out
+
+
+METHOD_SETTINGS = {  # per-method settings that change what a number means
+    "trials": "tuning trials",
+    "group_labels_used": "group labels used",
+}
+
+
+def _setting(side: Side, method: str, col: str) -> str | None:
+    vals = side.table.filter(pl.col("method") == method)[col].drop_nulls().to_list()
+    if not vals:
+        return None
+    return ", ".join(sorted({str(v) or "none" for v in vals}))
+
+
+def method_notes(base: Side, new: Side, methods: list[str]) -> list[str]:
+    """Methods whose tuning budget or group-label use differs between the sides: their
+    change may come from the search or the supervision, not the method's code (e.g. a
+    run with 8 trials against a board published at defaults). One note per change,
+    naming every method it applies to."""
+    changed: dict[tuple[str, str, str], list[str]] = {}
+    for m in methods:
+        for col in METHOD_SETTINGS:
+            a, b = _setting(base, m, col), _setting(new, m, col)
+            if a is not None and b is not None and a != b:
+                changed.setdefault((col, a, b), []).append(m)
+    notes = []
+    for (col, a, b), ms in changed.items():
+        why = "the search differs" if col == "trials" else "the supervision differs"
+        notes.append(f"{METHOD_SETTINGS[col]} {a} → {b} for {', '.join(ms)} ({why}: "
+                     "a change there is not only the method's)")
+    return notes
 
 
 # -- rendering --------------------------------------------------------------------------------

@@ -203,3 +203,21 @@ def test_method_absent_from_new_is_reported_not_flagged(runs, tmp_path):
     cmp = compare(tmp_path, runs["good"])
     verdicts = {m.method: m.verdict for m in cmp.methods}
     assert verdicts["other"] == "not in new" and cmp.exit_code == 0
+
+
+def test_differing_trial_budget_and_label_use_are_noted(runs, tmp_path):
+    """A run tuned with 8 trials against a board published at defaults (0 trials) must say
+    so: part of such a change comes from the search, not the method."""
+    good = pl.read_parquet(runs["good"] / "results.parquet")
+    good.with_columns(pl.lit(8).alias("trials"), pl.lit("train,val").alias("group_labels_used")
+                      ).write_parquet(tmp_path / "results.parquet")
+    cmp = compare(runs["board"], tmp_path)
+    assert "tuning trials 0 → 8 for probe (the search differs" in " ".join(cmp.notes)
+    assert "group labels used none → train,val for probe" in " ".join(cmp.notes)
+    res = CliRunner().invoke(app, ["compare", str(runs["board"]), str(tmp_path)])
+    assert "tuning trials 0 → 8" in res.output
+    assert not method_notes_of(runs["board"], runs["good"])
+
+
+def method_notes_of(a: Path, b: Path) -> list[str]:
+    return [n for n in compare(a, b).notes if " for " in n]

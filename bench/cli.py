@@ -108,7 +108,7 @@ def run(
     ),
 ) -> None:
     from bench.leaderboard import print_board
-    from bench.runner import RunConfig, parse_dataset_opts
+    from bench.run_config import RunConfig, parse_dataset_opts
     from bench.runner import run as run_benchmark
 
     cfg = RunConfig(

@@ -6,16 +6,14 @@ the same command resumes it: the Optuna study continues and finished seeds are k
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import math
 import os
 import socket
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,8 @@ from bench.publish import row_tags
 from bench.redact import redact, remember
 from bench.references import ReferenceStore
 from bench.registry import MethodEntry
+from bench.run_config import RunConfig, parse_params, resolve_device
+from bench.run_dir import exclusive, link_latest
 from bench.seeding import derive_seed, generator
 from bench.selection import SelectionRule, check_allowed, get_rule, labels_used, select_score
 from bench.space import Param
@@ -57,101 +57,10 @@ log = logging.getLogger("bench.run")
 
 
 @dataclass
-class RunConfig:
-    dataset: str = "synthetic"
-    methods: list[str] | None = None  # None: every registered method
-    dataset_opts: dict[str, str] = field(default_factory=dict)
-    data_root: Path | None = None
-    encoder: str | None = None
-    head: str = "auto"
-    selection: str = "worst-group"
-    trials: int = 8
-    seeds: int = 3
-    seed_offset: int = 0  # final seeds are seed_offset .. seed_offset + seeds - 1
-    params: list[str] = field(default_factory=list)
-    out: Path | None = None
-    runs_dir: Path = Path("runs")
-    storage: str | None = None
-    tracking_uri: str | None = None
-    device: str = "auto"
-    plugins: list[Path] = field(default_factory=list)
-    timeout: float | None = None
-    progress: bool = True
-    encode_batch_size: int = 256  # images/texts per encoder batch (features are cached)
-    encode_workers: int | None = None  # DataLoader workers for encoding; None: automatic
-    parallel_trials: int = 1  # trials per tuning round, trained as one batch (tuning_batched)
-
-    def identity(self) -> dict[str, Any]:
-        """What decides the numbers: the run directory's name hashes exactly this."""
-        return {
-            "dataset": self.dataset, "methods": sorted(self.methods or []),
-            "dataset_opts": dict(sorted(self.dataset_opts.items())),
-            "encoder": self.encoder, "head": self.head, "selection": self.selection,
-            "trials": self.trials, "seeds": self.seeds, "params": sorted(self.params),
-            **({"seed_offset": self.seed_offset} if self.seed_offset else {}),
-            # K trials proposed before any is told changes what TPE proposes
-            **({"parallel_trials": self.parallel_trials} if self.parallel_trials > 1 else {}),
-        }
-
-
-@dataclass
 class RunResult:
     run_dir: Path
     results: pl.DataFrame
     board: Board
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name}: expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA device is available on this machine")
-    return device
-
-
-def parse_params(items: list[str], entries: dict[str, MethodEntry]) -> dict[str, dict[str, Any]]:
-    """--params METHOD.NAME=VALUE → {method: {name: value}}, checked against search spaces."""
-    fixed: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        method, dot, name = key.partition(".")
-        if not sep or not dot:
-            raise UserError(f"--params {item}: expected METHOD.NAME=VALUE, e.g. erm.lr=0.01")
-        if method not in entries:
-            raise UserError(f"--params {item}: method '{method}' is not in --methods")
-        space = entries[method].search_space()
-        if name not in space:
-            raise UserError(
-                f"--params {item}: '{method}' has no tunable parameter '{name}'; "
-                f"it has {', '.join(sorted(space)) or 'none'}"
-            )
-        fixed.setdefault(method, {})[name] = space[name].parse(key, value)
-    return fixed
-
-
-def parse_dataset_opts(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--dataset-opt {item}: expected KEY=VALUE")
-        out[key] = value
-    return out
-
-
-def _link_latest(runs_dir: Path, run_dir: Path) -> None:
-    latest = runs_dir / "latest"
-    try:
-        tmp = runs_dir / f".latest.tmp{os.getpid()}"
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(os.path.relpath(run_dir.resolve(), runs_dir.resolve()))
-        os.replace(tmp, latest)
-    except OSError as exc:  # e.g. a filesystem without symlinks: say so, keep going
-        log.warning("could not point %s at %s: %s", latest, run_dir, exc)
 
 
 def _quietly(*steps: Callable[[], object]) -> None:
@@ -162,26 +71,6 @@ def _quietly(*steps: Callable[[], object]) -> None:
             step()
         except Exception as exc:
             log.warning("could not record the run's end: %s: %s", type(exc).__name__, exc)
-
-
-@contextmanager
-def _exclusive(run_dir: Path) -> Iterator[None]:
-    """One coordinator per run directory (it alone runs the final seeds); the OS drops
-    the lock when the process dies, so a killed run can be resumed at once."""
-    with open(run_dir / ".lock", "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.seek(0)
-            raise UserError(
-                f"run directory {run_dir} is in use by another bench run "
-                f"(pid {fh.read().strip() or '?'}); to add machines use `bench worker`"
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        yield
 
 
 class Run:
@@ -307,7 +196,7 @@ class Run:
         }
 
     def execute(self) -> RunResult:
-        with _exclusive(self.run_dir):
+        with exclusive(self.run_dir):
             return self._execute()
 
     def _execute(self) -> RunResult:
@@ -316,7 +205,7 @@ class Run:
         cfg = self.cfg
         cfg.runs_dir.mkdir(parents=True, exist_ok=True)
         if cfg.out is None or Path(cfg.out).resolve().parent == cfg.runs_dir.resolve():
-            _link_latest(cfg.runs_dir, self.run_dir)
+            link_latest(cfg.runs_dir, self.run_dir)
         state_path = self.run_dir / "state.json"
         state = json.loads(state_path.read_text()) if state_path.exists() else {}
         uri = cfg.tracking_uri or default_uri(self.run_dir)

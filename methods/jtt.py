@@ -37,6 +37,28 @@ class JTT(bench.Method):
         return space
 
     def fit(self, train, val, ctx):
+        errors, weights, cfg, hooks = self._stage_two(train, ctx)
+        head = ctx.make_head()
+        ctx.trainer.fit(head, train, cfg, hooks)
+        return bench.Predictor(head, info={"error_set": torch.nonzero(errors).flatten().cpu()})
+
+    def fit_batched(self, train, val, ctxs):
+        """Stage 1 per configuration (shared through the reference store), then every
+        configuration's stage 2 in one pass over the features, each equal to `fit`'s."""
+        stages = [self._stage_two(train, ctx) for ctx in ctxs]
+        heads = [ctx.make_head() for ctx in ctxs]
+        weights = torch.stack([w if h.weights is not None else torch.ones_like(w)
+                               for _, w, _, h in stages])
+        trained = bench.fit_batched(
+            heads, train, [cfg for _, _, cfg, _ in stages], [ctx.trainer for ctx in ctxs],
+            weights, samplers=[h.sampler for _, _, _, h in stages])
+        return [h if isinstance(h, Exception) else
+                bench.Predictor(h, info={"error_set": torch.nonzero(e).flatten().cpu()})
+                for h, (e, _, _, _) in zip(trained, stages, strict=True)]
+
+    @staticmethod
+    def _stage_two(train, ctx):  # noqa: ANN001, ANN205
+        """The identifier's error set, the up-weights and stage 2's config and hooks."""
         p = ctx.params
         id_cfg = bench.TrainConfig(epochs=p["id_epochs"], lr=p["id_lr"])
         head_kind = None if p["id_head"] == "auto" else p["id_head"]
@@ -48,6 +70,4 @@ class JTT(bench.Method):
             hooks = bench.Hooks(sampler=bench.Sampler.weighted(weights, cfg.batch_size))
         else:
             hooks = bench.Hooks(weights=weights)
-        head = ctx.make_head()
-        ctx.trainer.fit(head, train, cfg, hooks)
-        return bench.Predictor(head, info={"error_set": torch.nonzero(errors).flatten().cpu()})
+        return errors, weights, cfg, hooks

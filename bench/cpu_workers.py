@@ -11,6 +11,7 @@ machine. torch releases the GIL inside its operators, so plain threads suffice.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -23,17 +24,18 @@ R = TypeVar("R")
 
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
+_pool_lock = threading.Lock()
 
 
 def _pool_of(size: int) -> ThreadPoolExecutor:
-    """The process's worker pool, grown to at least `size` threads."""
+    """The process's worker pool, at least `size` threads. A smaller one is replaced,
+    not shut down: a caller on another thread may still be using it."""
     global _pool, _pool_size
-    if _pool is None or _pool_size < size:
-        if _pool is not None:
-            _pool.shutdown()
-        _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="bench-rows")
-        _pool_size = size
-    return _pool
+    with _pool_lock:
+        if _pool is None or _pool_size < size:
+            _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="bench-rows")
+            _pool_size = size
+        return _pool
 
 
 def cpu_workers(device: torch.device) -> int:

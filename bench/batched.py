@@ -42,6 +42,7 @@ BLOCK_ROWS = 1024  # rows per gradient block (never more than a batch)
 GATHER_BYTES = 8 << 20  # rows gathered at once: enough work per call, still cache-resident
 PROMPT_GROUP = 1536  # prompt heads per product: up to this many output columns
 STEP_CHUNK = 1 << 17  # parameters per optimizer piece: its state stays in cache
+PARTIAL_BYTES = 256 << 20  # full-batch workers' partial gradients, all together, at most
 BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.AdamW defaults, which Trainer.fit uses
 
 
@@ -463,6 +464,9 @@ def _stream_epoch(kind: _Kind, stacks: list[_Stack], x: torch.Tensor, onehot: to
                           st.segs(out))
         return outs
 
+    # one partial gradient per worker: 16 prompt heads on 64 cores would be 2.4 GB
+    grad_bytes = sum(st.grad.numel() * st.grad.element_size() for st in stacks)
+    workers = max(1, min(workers, PARTIAL_BYTES // max(1, grad_bytes)))
     parts = parallel_map(part, split(blocks, workers))
     for i, st in enumerate(stacks):
         st.grad.copy_(parts[0][i])

@@ -127,6 +127,20 @@ def test_full_batch_split_among_cpu_workers_equals_sequential(split, monkeypatch
     assert seen == ([] if workers == 1 else [workers] * 4)  # one split pass per epoch
 
 
+def test_full_batch_workers_are_capped_by_partial_gradient_memory(split, monkeypatch):
+    monkeypatch.setattr(batched, "cpu_workers", lambda device: 8)
+    grad_bytes = 2 * (C * D + C) * 4  # two linear heads' flat gradient, float32
+    monkeypatch.setattr(batched, "PARTIAL_BYTES", 3 * grad_bytes)
+    seen = []
+    original = batched.parallel_map
+    monkeypatch.setattr(batched, "parallel_map",
+                        lambda fn, chunks: seen.append(len(chunks)) or original(fn, chunks))
+    cfgs = [TrainConfig(epochs=2, lr=lr, batch_size=N) for lr in (1e-2, 5e-2)]
+    want = sequential("linear", [0, 1], cfgs, split)
+    assert_same(want, together("linear", [0, 1], cfgs, split, block_rows=64), 1e-5)
+    assert seen == [3, 3]  # 8 cores, memory for 3 partial gradients
+
+
 @pytest.mark.parametrize("kind", ["linear", "prompt"])
 def test_block_gradient_equals_autograd(split, kind):
     """The analytic gradient of Σ scale_i·CE_i (one block) against autograd's."""

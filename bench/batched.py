@@ -12,7 +12,8 @@ is AdamW or SGD vectorised over configurations, with per-configuration lr and we
 decay, written to match torch.optim's formulas.
 
 Contract: `fit_batched(heads, data, cfgs, trainers, ...)[k]` equals, up to
-floating-point rounding, `trainers[k].fit(heads[k], data, cfgs[k], Hooks(...))`:
+floating-point rounding, `trainers[k].fit(heads[k], data, cfgs[k], Hooks(...),
+engine="autograd")` (and Trainer.fit's default engine is this function with K = 1):
 same initial head, same batch order (drawn from trainers[k].generator), same loss and
 update, same epochs, same per-epoch reporter calls. Configurations may differ in lr,
 weight decay, optimizer, batch size and epochs. Batch order is drawn once for all

@@ -51,11 +51,12 @@ def make(kind: str, seed: int) -> tuple[torch.nn.Module, Trainer]:
 
 
 def sequential(kind, seeds, cfgs, data, weights=None):  # noqa: ANN001, ANN201
+    """The reference: one Trainer.fit after another, through autograd and torch.optim."""
     heads = []
     for k, seed in enumerate(seeds):
         head, trainer = make(kind, seed)
         w = None if weights is None else (weights if weights.dim() == 1 else weights[k])
-        trainer.fit(head, data, cfgs[k], Hooks(weights=w))
+        trainer.fit(head, data, cfgs[k], Hooks(weights=w), engine="autograd")
         heads.append(head)
     return heads
 
@@ -268,7 +269,7 @@ def test_binary_single_head_fast_path_equals_sequential(split, monkeypatch, batc
         return LinearHead(D, 2, gen), Trainer(CPU, gen)
 
     head, trainer = pair()
-    trainer.fit(head, data, cfg[0], Hooks(weights=w))
+    trainer.fit(head, data, cfg[0], Hooks(weights=w), engine="autograd")
     h2, t2 = pair()
     calls = []
     original = getattr(batched._Linear, path)
@@ -281,3 +282,49 @@ def test_binary_single_head_fast_path_equals_sequential(split, monkeypatch, batc
     (got,) = batched.fit_batched([h2], data, cfg, [t2], w, block_rows=64)
     assert calls, f"the binary fast path ({path}) was not taken"
     assert_same([head], [got], 1e-5)
+
+
+class Probe(LinearHead):
+    """A head subclass: its forward may differ, so it must train through autograd."""
+
+
+@pytest.mark.parametrize("kind", ["linear", "prompt"])
+def test_trainer_fit_routes_plain_heads_through_the_analytic_path(split, monkeypatch, kind):
+    calls = []
+    original = batched.fit_batched
+    monkeypatch.setattr(batched, "fit_batched",
+                        lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    w = torch.rand(N, generator=torch.Generator().manual_seed(6)) + 0.5
+    cfg = TrainConfig(epochs=3, lr=2e-2, batch_size=128)
+    (want,) = sequential(kind, [4], [cfg], split, w)
+    head, trainer = make(kind, 4)
+    got = trainer.fit(head, split, cfg, Hooks(weights=w))
+    assert calls == [1] and got is head and not head.training
+    assert_same([want], [got], 2e-5)
+    # a loss hook, a before_epoch hook or a head subclass take the autograd path
+    head, trainer = make(kind, 4)
+    trainer.fit(head, split, cfg, Hooks(loss=lambda z, y, idx: F.cross_entropy(z, y)))
+    head, trainer = make(kind, 4)
+    trainer.fit(head, split, cfg, Hooks(before_epoch=lambda e, h: None))
+    gen = torch.Generator().manual_seed(4)
+    Trainer(CPU, gen).fit(Probe(D, C, gen), split, cfg)
+    assert calls == [1]
+
+
+def test_trainer_fit_raises_what_the_analytic_path_returns(split):
+    head, trainer = make("linear", 0)
+    with pytest.raises(NonFiniteLoss):
+        trainer.fit(head, split, TrainConfig(epochs=2, lr=1e30, optimizer="sgd"))
+
+    def prune(epoch, head):  # noqa: ANN001, ANN202
+        raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+    head, trainer = make("linear", 0)
+    trainer.reporter = prune
+    with pytest.raises(optuna.TrialPruned):
+        trainer.fit(head, split, TrainConfig(epochs=2))
+    head, trainer = make("linear", 0)
+    trainer.reporter = prune
+    trainer.fit(head, split, TrainConfig(epochs=2), report=False)  # auxiliary stage: silent
+    with pytest.raises(ValueError, match="engine"):
+        trainer.fit(head, split, TrainConfig(epochs=1), engine="fast")

@@ -1,9 +1,11 @@
 """One training epoch of a head on cached features, against the streaming bound.
 
-`trainer` is Trainer.fit (autograd and torch.optim, what every method's `fit` uses);
-`batched` is bench.fit_batched with one configuration (blocked analytic gradient,
-vectorised update). K = 16 compares 16 configurations (different lr and weight decay)
-trained as one batch with the same 16 trained one after another.
+`trainer` is Trainer.fit(engine="autograd") (autograd and torch.optim: what methods
+with a custom loss use, and what every method used before plain heads were routed
+through the analytic path); `batched` is bench.fit_batched with one configuration
+(blocked analytic gradient, vectorised update), which Trainer.fit now uses for plain
+heads. K = 16 compares 16 configurations (different lr and weight decay) trained as one
+batch with the same 16 trained one after another.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def _fit(path: str, make, data, cfgs: list[TrainConfig]) -> None:  # noqa: ANN00
     pairs = [make() for _ in cfgs]
     if path == "trainer":
         for (head, trainer), cfg in zip(pairs, cfgs, strict=True):
-            trainer.fit(head, data, cfg, report=False)
+            trainer.fit(head, data, cfg, report=False, engine="autograd")
     else:
         bench.fit_batched([h for h, _ in pairs], data, cfgs, [t for _, t in pairs],
                           report=False)

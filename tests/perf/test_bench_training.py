@@ -1,6 +1,6 @@
 """One training epoch of a head on cached features, against the streaming bound.
 
-`trainer` is Trainer.fit(engine="autograd") (autograd and torch.optim: what methods
+`autograd` is Trainer.fit(engine="autograd") (autograd and torch.optim: what methods
 with a custom loss use, and what every method used before plain heads were routed
 through the analytic path); `batched` is bench.fit_batched with one configuration
 (blocked analytic gradient, vectorised update), which Trainer.fit now uses for plain
@@ -39,7 +39,7 @@ MAKERS = {"linear": _linear, "prompt": _prompt}
 
 def _fit(path: str, make, data, cfgs: list[TrainConfig]) -> None:  # noqa: ANN001
     pairs = [make() for _ in cfgs]
-    if path == "trainer":
+    if path == "autograd":
         for (head, trainer), cfg in zip(pairs, cfgs, strict=True):
             trainer.fit(head, data, cfg, report=False, engine="autograd")
     else:
@@ -47,7 +47,7 @@ def _fit(path: str, make, data, cfgs: list[TrainConfig]) -> None:  # noqa: ANN00
                           report=False)
 
 
-@pytest.mark.parametrize("path", ["trainer", "batched"])
+@pytest.mark.parametrize("path", ["autograd", "batched"])
 @pytest.mark.parametrize("batch", ["256", "1024", "full"])
 @pytest.mark.parametrize("scale", ["waterbirds", "celeba"])
 def test_bench_linear_epoch(benchmark, scale_data, record, scale, batch, path):
@@ -55,7 +55,7 @@ def test_bench_linear_epoch(benchmark, scale_data, record, scale, batch, path):
     n = len(data.split)
     cfg = TrainConfig(epochs=1, batch_size=n if batch == "full" else int(batch))
     before = stream_seconds(data.x)
-    rounds = 2 if scale == "celeba" and path == "trainer" else 5
+    rounds = 2 if scale == "celeba" and path == "autograd" else 5
     benchmark.pedantic(_fit, args=(path, _linear, data.split, [cfg]), rounds=rounds,
                        warmup_rounds=1)
     bound = min(before, stream_seconds(data.x))
@@ -63,7 +63,7 @@ def test_bench_linear_epoch(benchmark, scale_data, record, scale, batch, path):
            **ratio_row(benchmark, bound, rows=n))
 
 
-@pytest.mark.parametrize("path", ["trainer", "batched"])
+@pytest.mark.parametrize("path", ["autograd", "batched"])
 @pytest.mark.parametrize("scale", ["waterbirds", "celeba"])
 def test_bench_prompt_epoch(benchmark, scale_data, record, scale, path):
     """The prompt head is a D×D' product per row: compute-bound, not bandwidth-bound."""
@@ -104,16 +104,16 @@ def test_bench_k16(benchmark, scale_data, record, scale, head):
                        warmup_rounds=0 if big else 1)
     batched_s = benchmark.stats.stats.min
     if big:
-        seq_s = K * best_of(lambda: _fit("trainer", make, data.split, cfgs[:1]), 2)
+        seq_s = K * best_of(lambda: _fit("autograd", make, data.split, cfgs[:1]), 2)
         seq_fast_s = K * best_of(lambda: _fit("batched", make, data.split, cfgs[:1]), 2)
     else:
-        seq_s = best_of(lambda: [_fit("trainer", make, data.split, [c]) for c in cfgs], 1)
+        seq_s = best_of(lambda: [_fit("autograd", make, data.split, [c]) for c in cfgs], 1)
         seq_fast_s = best_of(lambda: [_fit("batched", make, data.split, [c]) for c in cfgs], 1)
     bound = min(before, stream_seconds(data.x))
     row = ratio_row(
         benchmark, bound, rows=len(data.split), k=K,
-        sequential_trainer_ms=round(seq_s * 1e3, 1),
-        speedup_vs_trainer=round(seq_s / batched_s, 1),
+        sequential_autograd_ms=round(seq_s * 1e3, 1),
+        speedup_vs_autograd=round(seq_s / batched_s, 1),
         speedup_vs_sequential_batched=round(seq_fast_s / batched_s, 1),
         ratio_per_config=round(batched_s / K / bound, 2),
         sequential="16 x best single run" if big else "measured",

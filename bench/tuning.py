@@ -22,7 +22,7 @@ import math
 import random
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -236,6 +236,19 @@ def slots(
     return budget - done - running, waiting
 
 
+def open_slots(study: optuna.Study, budget: int, started: float, timeout: float | None,
+               wait: bool) -> Iterator[tuple[int, int]]:
+    """slots() each time trials may be asked, until the budget or timeout is spent. When
+    other workers hold every open slot it polls (wait) or ends (not wait)."""
+    while (room := slots(study, budget, started, timeout)) is not None:
+        free, waiting = room
+        if free <= 0 and not waiting:
+            if not wait:
+                return
+            time.sleep(POLL_SECONDS)
+            continue
+        yield free, waiting
+
 def after_tell(
     study: optuna.Study,
     frozen: optuna.trial.FrozenTrial,
@@ -305,13 +318,7 @@ def tune(
         params.update(fixed)
         return outcome_of(trial, params, objective)
 
-    while (room := slots(study, budget, started, timeout)) is not None:
-        free, waiting = room
-        if free <= 0 and not waiting:
-            if not wait:
-                break
-            time.sleep(POLL_SECONDS)
-            continue
+    for _ in open_slots(study, budget, started, timeout, wait):
         trial = study.ask()  # pops a queued trial (the defaults) first
         with heartbeat.Heartbeat(study, trial):  # owner stamped before anything can fail
             try:

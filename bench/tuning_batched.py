@@ -34,15 +34,14 @@ from bench.selection import select_score
 from bench.tracking import metric_key
 from bench.tuning import (
     INTERRUPTED,
-    POLL_SECONDS,
     SURPLUS,
     Objective,
     TuneOutcome,
     _admitted,
     after_tell,
+    open_slots,
     outcome,
     outcome_of,
-    slots,
 )
 
 if TYPE_CHECKING:
@@ -152,13 +151,7 @@ def tune_parallel(
     batched = batches(entry)
     logging.getLogger("optuna").setLevel(logging.ERROR)
     started = time.monotonic()
-    while (room := slots(study, budget, started, run.cfg.timeout)) is not None:
-        free, waiting = room
-        if free <= 0 and not waiting:
-            if not wait:
-                break
-            time.sleep(POLL_SECONDS)
-            continue
+    for free, waiting in open_slots(study, budget, started, run.cfg.timeout, wait):
         asked = [study.ask() for _ in range(min(width, max(free, waiting, 1)))]
         with contextlib.ExitStack() as beats:
             for trial in asked:

@@ -65,6 +65,11 @@ def run(
     seed_offset: int = typer.Option(
         0, "--seed-offset", min=0, help="First final seed (default 0)."
     ),
+    replicates: int = typer.Option(
+        1, "--replicates", min=1,
+        help="Sweep replicates: repeat tune → select → final seeds with independent sampler "
+        "seeds; the ± then covers tuning variance too.",
+    ),
     out_dir: Path = typer.Option(
         None, "--out", help="Run directory (default runs/<dataset>-<hash>)."
     ),
@@ -122,6 +127,7 @@ def run(
         trials=trials,
         seeds=seeds,
         seed_offset=seed_offset,
+        replicates=replicates,
         params=list(params or []),
         out=out_dir,
         runs_dir=runs_dir,

@@ -82,3 +82,14 @@ class HeadFactory:
         else:
             head = LinearHead(self.dim, self.n_classes, generator)
         return head.to(self.device)
+
+
+def head_kind(module: nn.Module) -> str:
+    """What a fitted model actually is, for results rows: `prompt` if it contains a prompt
+    head, `linear` if a linear head or layer, else the module's class name."""
+    mods = list(module.modules())
+    if any(isinstance(m, PromptHead) for m in mods):
+        return "prompt"
+    if any(isinstance(m, (LinearHead, nn.Linear)) for m in mods):
+        return "linear"
+    return type(module).__name__

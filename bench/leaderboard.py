@@ -27,7 +27,7 @@ JSON_VERSION = 1
 # Columns that are one value per board; everything else in a row is per seed.
 BOARD_COLUMNS = (
     "dataset", "dataset_fingerprint", "encoder", "untrained", "synthetic", "selection",
-    "bayes_wga", "head",
+    "bayes_wga",
 )
 # What makes two rows the same experiment: the unit a leaderboard (and compare) speaks for.
 BOARD_KEY = ("dataset", "encoder", "selection")
@@ -89,7 +89,11 @@ def summarize(results: pl.DataFrame) -> Board:
             pl.col("group_labels_used").first(),
             pl.col("params").first(),
             pl.col("base_method").first(),
+            pl.col("head").drop_nulls().unique().sort().str.join(",").alias("head"),
+            pl.col("replicate").n_unique().alias("replicates"),
+            pl.col("space_dim").first(),
         )
+        .join(_defaults_won(ok), on="method", how="left")
         .sort(["wga_mean", "method"], descending=[True, False])
         .with_row_index("rank", offset=1)
     )
@@ -121,6 +125,7 @@ def summarize(results: pl.DataFrame) -> Board:
     counts_blob = _first(ok, "test_group_counts")
     counts = json.loads(counts_blob) if counts_blob else {}
     meta = {k: _first(results, k) for k in BOARD_COLUMNS}
+    meta["head"] = _one_or_many(ok["head"].to_list()) if ok.height else None
     sources = _sources(results)
     meta.update(
         spurbench_version=_one_or_many([s["spurbench_version"] for s in sources]),
@@ -130,6 +135,17 @@ def summarize(results: pl.DataFrame) -> Board:
     )
     return Board(ranked, not_run, group_table, meta, group_std,
                  {g: counts[g] for g in group_names if g in counts}, results)
+
+
+def _defaults_won(ok: pl.DataFrame) -> pl.DataFrame:
+    """Per method, whether each sweep replicate selected the defaults trial (one value per
+    replicate, in replicate order)."""
+    return (
+        ok.group_by("method", "replicate").agg(pl.col("best_is_default").first())
+        .sort("method", "replicate", nulls_last=True)
+        .group_by("method", maintain_order=True)
+        .agg(pl.col("best_is_default").alias("defaults_won"))
+    )
 
 
 def _mean(v: list[float]) -> float:
@@ -166,6 +182,40 @@ def _row_pm(row: dict, m: str) -> str:
     return _pm(row[f"{m}_mean"], row[f"{m}_std"])
 
 
+def spread(row: dict) -> str:
+    """What a method's ± is over: its final fits, and how many sweep replicates."""
+    reps = row.get("replicates") or 1
+    seeds = row["seeds"]
+    return f"{seeds} ({reps} sweeps)" if reps > 1 else str(seeds)
+
+
+def defaults_won(row: dict) -> str:
+    """Whether the selected trial was the defaults trial, per sweep replicate."""
+    won = [w for w in (row.get("defaults_won") or []) if w is not None]
+    if not won:
+        return "—"
+    if len(won) == 1:
+        return "yes" if won[0] else "no"
+    return f"{sum(won)}/{len(won)}"
+
+
+def _extra_cells(row: dict) -> list[str]:
+    dim = row.get("space_dim")
+    return [row["group_labels_used"] or "none", str(row["trials"]),
+            "—" if dim is None else str(dim), defaults_won(row), spread(row)]
+
+
+EXTRA_TITLES = ["Group labels used", "Trials", "Search dim", "Defaults won", "Fits"]
+SPREAD_NOTE = (
+    "Test accuracy in %, mean ± sample std over a method's final fits (no ± with one fit); "
+    "ranked by mean worst-group accuracy. With one sweep the ± is over final seeds only: "
+    "it does not include the variance of the hyperparameter search; `--replicates R` "
+    "repeats tune → select → seeds R times and the ± then covers both (Fits: seeds "
+    "(sweeps)). Search dim: hyperparameters the search sampled; Defaults won: whether the "
+    "selected trial was the method's defaults (per sweep)."
+)
+
+
 def title(meta: dict) -> str:
     return f"{meta['dataset']} · {meta['encoder']} · selection {meta['selection']}"
 
@@ -186,18 +236,17 @@ def render_markdown(board: Board, plots: dict[str, str] | None = None) -> str:
     lines += [f"> **Note:** {w}" for w in warnings(meta)]
     if warnings(meta):
         lines.append("")
-    header = ["Rank", "Method"] + [COLUMN_TITLES[m] for m in METRIC_NAMES]
-    header += ["Group labels used", "Trials", "Seeds"]
+    header = ["Rank", "Method"] + [COLUMN_TITLES[m] for m in METRIC_NAMES] + EXTRA_TITLES
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in board.ranked.iter_rows(named=True):
         cells = [str(row["rank"]), f"`{row['method']}`"] + [_row_pm(row, m) for m in METRIC_NAMES]
-        cells += [row["group_labels_used"] or "none", str(row["trials"]), str(row["seeds"])]
+        cells += _extra_cells(row)
         lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "Test accuracy in %, mean ± sample std over seeds (no ± with one seed); "
-        "ranked by mean worst-group accuracy.",
-    ]
+    lines += ["", SPREAD_NOTE]
+    heads = {r["method"]: r["head"] for r in board.ranked.iter_rows(named=True)}
+    if len(set(heads.values())) > 1:
+        lines += ["", "Heads trained: " + ", ".join(
+            f"`{m}` {h}" for m, h in sorted(heads.items()))]
     if meta.get("bayes_wga") is not None:
         lines += [
             "",
@@ -265,13 +314,13 @@ def print_board(board: Board, console) -> None:  # noqa: ANN001 - a rich Console
 
     table = Table(title=f"Leaderboard: {title(board.meta)}")
     for col in ["#", "method"] + [COLUMN_TITLES[m] for m in METRIC_NAMES] + [
-        "group labels", "trials", "seeds",
+        "group labels", "trials", "dim", "defaults won", "fits",
     ]:
         table.add_column(col)
     for row in board.ranked.iter_rows(named=True):
         table.add_row(
             str(row["rank"]), row["method"], *[_row_pm(row, m) for m in METRIC_NAMES],
-            row["group_labels_used"] or "none", str(row["trials"]), str(row["seeds"]),
+            *_extra_cells(row),
         )
     console.print(table)
     if board.meta.get("bayes_wga") is not None:
@@ -317,7 +366,11 @@ def to_json(board: Board, name: str, published: str) -> dict[str, Any]:
         methods.append({
             "rank": r["rank"], "method": r["method"], "base_method": r["base_method"],
             "group_labels_used": r["group_labels_used"], "trials": r["trials"],
-            "seeds": r["seeds"], "params": json.loads(r["params"]) if r["params"] else None,
+            "seeds": r["seeds"], "replicates": r["replicates"], "space_dim": r["space_dim"],
+            "defaults_won": r["defaults_won"], "head": r["head"],
+            "spread": "sample std over final fits: seeds across replicates (sweeps)"
+            if (r["replicates"] or 1) > 1 else "sample std over final seeds of one sweep",
+            "params": json.loads(r["params"]) if r["params"] else None,
             "test": {m: _stat([s[f"test_{m}"] for s in ok]) for m in METRIC_NAMES},
             "val": {m: _stat([s[f"val_{m}"] for s in ok]) for m in METRIC_NAMES},
             "test_groups": {g: _stat(v) for g, v in group_vals.items()},
@@ -342,7 +395,8 @@ def to_json(board: Board, name: str, published: str) -> dict[str, Any]:
             "published": published, "runs": meta.get("sources") or [],
         },
         "notes": warnings(meta),
-        "units": "accuracy as a fraction in [0, 1]; std is the sample std over seeds (null for 1)",
+        "units": "accuracy as a fraction in [0, 1]; std is the sample std over a method's "
+                 "final fits (null for 1); see each method's `spread`",
         "definitions": {
             **DEFINITIONS, **({"selection": rule.description} if rule is not None else {}),
         },

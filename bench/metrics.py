@@ -74,9 +74,28 @@ def compute(
     )
 
 
+def label_free(pred: torch.Tensor, y: torch.Tensor, n_classes: int) -> Metrics:
+    """The metrics that need no group labels (average, worst-class); the group metrics are
+    NaN. What a label-free selection rule sees of the validation split."""
+    correct = (pred == y).to(torch.float64)
+    class_counts = torch.bincount(y, minlength=n_classes).to(torch.float64)
+    class_hits = torch.bincount(y, weights=correct, minlength=n_classes)
+    present = class_counts > 0
+    class_acc = class_hits / class_counts.clamp_min(1)
+    nan = float("nan")
+    return Metrics(
+        wga=nan, avg=float(correct.mean()), adj_avg=nan,
+        worst_class=float(class_acc[present].min()),
+        per_class={k: float(class_acc[k]) for k in range(n_classes) if bool(present[k])},
+    )
+
+
 def evaluate(predictor, split, store) -> Metrics:  # noqa: ANN001 - typed in bench.evaluation
-    """Metrics of a Predictor on one FeatureSplit of `store`."""
+    """Metrics of a Predictor on one FeatureSplit of `store` (only the label-free ones when
+    the split's group labels are withheld)."""
     pred = predictor.predict(split.x)
+    if not split.has_group_labels:
+        return label_free(pred, split.y, store.n_classes)
     return compute(
         pred, split.y, split.eval_masks, store.eval_group_names, store.n_classes,
         store.train_eval_prior,

@@ -21,7 +21,7 @@ from bench.trainer import TrainConfig, Trainer
 
 class ReferenceStore:
     def __init__(self, store: FeatureStore, heads: HeadFactory, cache_dir: Path | None) -> None:
-        self.store = store
+        self._store = store  # the unguarded store: reference ERM heads need no group labels
         self.heads = heads
         self.cache_dir = cache_dir
         self._memo: dict[str, nn.Module] = {}
@@ -29,7 +29,7 @@ class ReferenceStore:
 
     def _key(self, seed: int, cfg: TrainConfig, head_kind: str) -> str:
         blob = json.dumps(
-            [self.store.spec.fingerprint(), self.store.encoder_id, head_kind, seed, asdict(cfg)],
+            [self._store.spec.fingerprint(), self._store.encoder_id, head_kind, seed, asdict(cfg)],
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -53,13 +53,13 @@ class ReferenceStore:
         if path is not None and path.exists():
             try:
                 head.load_state_dict(
-                    torch.load(path, map_location=self.store.device, weights_only=True)
+                    torch.load(path, map_location=self._store.device, weights_only=True)
                 )
                 self._memo[key] = head.eval()
                 return Predictor(head)
             except Exception:  # corrupt or stale: rebuild, never trust
                 path.unlink(missing_ok=True)
-        Trainer(self.store.device, gen).fit(head, self.store.splits["train"], cfg, report=False)
+        Trainer(self._store.device, gen).fit(head, self._store.splits["train"], cfg, report=False)
         self.trained += 1
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,10 @@
 """The results table: one row per (method, seed), written as parquet with polars.
 
+`replicate` is the sweep replicate a seed belongs to (its own tune → select; seeds of
+different replicates are distinct numbers), `space_dim` the number of hyperparameters
+the search sampled, `best_is_default` whether the selected trial was the defaults trial
+(null when nothing was tuned).
+
 Each finished seed is saved at once in its own file (atomic), so a crash loses nothing
 completed; `results.parquet` is their union and the input of every leaderboard.
 """
@@ -19,7 +24,8 @@ SCHEMA: dict[str, Any] = {
     "run": pl.Utf8, "dataset": pl.Utf8, "dataset_fingerprint": pl.Utf8, "encoder": pl.Utf8,
     "untrained": pl.Boolean, "synthetic": pl.Boolean, "head": pl.Utf8, "method": pl.Utf8,
     "base_method": pl.Utf8, "selection": pl.Utf8, "group_labels_used": pl.Utf8,
-    "trials": pl.Int64, "seed": pl.Int64, "params": pl.Utf8, "status": pl.Utf8,
+    "trials": pl.Int64, "seed": pl.Int64, "replicate": pl.Int64, "replicates": pl.Int64,
+    "space_dim": pl.Int64, "best_is_default": pl.Boolean, "params": pl.Utf8, "status": pl.Utf8,
     "reason": pl.Utf8, "bayes_wga": pl.Float64, "spurbench_version": pl.Utf8,
     "git_commit": pl.Utf8, "created": pl.Utf8,
     **{f"{s}_{m}": pl.Float64 for s in ("val", "test") for m in METRIC_NAMES},

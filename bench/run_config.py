@@ -37,6 +37,7 @@ class RunConfig:
     encode_batch_size: int = 256  # images/texts per encoder batch (features are cached)
     encode_workers: int | None = None  # DataLoader workers for encoding; None: automatic
     parallel_trials: int = 1  # trials per tuning round, trained as one batch (tuning_batched)
+    replicates: int = 1  # sweep replicates: tune → select → final seeds, R times
 
     def identity(self) -> dict[str, Any]:
         """What decides the numbers: the run directory's name hashes exactly this."""
@@ -48,6 +49,7 @@ class RunConfig:
             **({"seed_offset": self.seed_offset} if self.seed_offset else {}),
             # K trials proposed before any is told changes what TPE proposes
             **({"parallel_trials": self.parallel_trials} if self.parallel_trials > 1 else {}),
+            **({"replicates": self.replicates} if self.replicates > 1 else {}),
         }
 
 

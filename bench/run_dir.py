@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -43,3 +44,62 @@ def exclusive(run_dir: Path) -> Iterator[None]:
         fh.write(str(os.getpid()))
         fh.flush()
         yield
+
+
+def write_json_atomic(path: Path, obj: object) -> None:
+    """Write JSON so a crash leaves the old file or the new one, never a torn one."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def read_state(path: Path) -> dict:
+    """A run's state file; a torn or unreadable one (from a crash of an older version, or
+    a disk error) is set aside with one line of explanation, and the run goes on."""
+    if not path.exists():
+        return {}
+    try:
+        state = json.loads(path.read_text())
+        if not isinstance(state, dict):
+            raise ValueError("not a JSON object")
+        return state
+    except (ValueError, OSError) as exc:
+        aside = path.with_name(path.name + ".corrupt")
+        os.replace(path, aside)
+        log.warning("%s was unreadable (%s); moved to %s, the run continues under a new "
+                    "MLflow parent run", path, exc, aside.name)
+        return {}
+
+
+IDENTITY_FILE = "identity.json"
+
+
+def claim(run_dir: Path, identity: dict) -> None:
+    """A run directory belongs to one configuration: the first run records what decides
+    its numbers; a run with another configuration is refused, naming what differs."""
+    path = run_dir / IDENTITY_FILE
+    if not path.exists():
+        if any(run_dir.glob("rows/*.parquet")):
+            raise UserError(
+                f"{run_dir} holds results of a run without a recorded configuration "
+                f"({IDENTITY_FILE} is missing); use a new --out directory"
+            )
+        write_json_atomic(path, identity)
+        return
+    try:
+        recorded = json.loads(path.read_text())
+    except ValueError:
+        raise UserError(
+            f"{path} is unreadable, so it cannot be told whether this run's configuration "
+            "matches; use a new --out directory (or delete the folder)"
+        ) from None
+    mine = json.loads(json.dumps(identity, sort_keys=True, default=str))
+    diff = [
+        f"{k}: {recorded.get(k)!r} there, {mine.get(k)!r} now"
+        for k in sorted(set(recorded) | set(mine)) if recorded.get(k) != mine.get(k)
+    ]
+    if diff:
+        raise UserError(
+            f"run directory {run_dir} belongs to another configuration ({'; '.join(diff)}); "
+            "choose a new --out, or rerun with the same options to resume"
+        )

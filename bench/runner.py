@@ -26,7 +26,7 @@ from bench.dataset import DatasetOptions
 from bench.encoders import default_encoder_for, get_encoder
 from bench.errors import UserError
 from bench.features import feature_store
-from bench.heads import HEAD_KINDS, HeadFactory
+from bench.heads import HEAD_KINDS, HeadFactory, head_kind
 from bench.leaderboard import Board, render_markdown, summarize
 from bench.method import Context
 from bench.metrics import Metrics, evaluate
@@ -37,11 +37,12 @@ from bench.redact import redact, remember
 from bench.references import ReferenceStore
 from bench.registry import MethodEntry
 from bench.run_config import RunConfig, parse_params, resolve_device
-from bench.run_dir import exclusive, link_latest
-from bench.seeding import derive_seed, generator
+from bench.run_dir import claim, exclusive, link_latest, read_state, write_json_atomic
+from bench.seeding import TUNING_SEED_BASE, derive_seed, final_seeds, generator, tuning_seed
 from bench.selection import SelectionRule, check_allowed, get_rule, labels_used, select_score
-from bench.space import Param
-from bench.store import FeatureStore
+from bench.space import Param, violations
+from bench.space import tunable as tunable_params
+from bench.store import FeatureSplit, FeatureStore, lend
 from bench.tracking import KIND, STUDY, TRIAL, Tracker, default_uri
 from bench.trainer import Trainer
 from bench.tuning import (
@@ -104,7 +105,19 @@ class Run:
             raise UserError(f"--seed-offset {cfg.seed_offset}: must be 0 or more")
         if cfg.parallel_trials < 1:
             raise UserError(f"--parallel-trials {cfg.parallel_trials}: must be 1 or more")
+        if cfg.replicates < 1:
+            raise UserError(f"--replicates {cfg.replicates}: must be 1 or more")
+        if cfg.seed_offset + cfg.seeds * cfg.replicates > TUNING_SEED_BASE:
+            raise UserError(
+                f"--seed-offset {cfg.seed_offset} with {cfg.seeds} seeds × {cfg.replicates} "
+                f"replicates reaches the tuning seeds ({TUNING_SEED_BASE} and up)"
+            )
         self.fixed = parse_params(cfg.params, self.entries)
+        for name in self.entries:
+            defaults, fixed, _ = self.plan(self.entries[name])
+            bad = violations(self.entries[name].create().search_space(), {**defaults, **fixed})
+            if bad:
+                raise UserError(f"--params for '{name}': {'; '.join(bad)}")
         if len(self.entries) == 1:  # a lone method the setting forbids is an error, not a skip
             (name, entry), = self.entries.items()
             check_allowed(name, entry.group_labels, self.rule)
@@ -141,11 +154,35 @@ class Run:
         return cache_dir()
 
     # -- one fit -----------------------------------------------------------------------
-    def context(self, method: str, params: dict[str, Any], seed: int) -> Context:
+    def lent_splits(self, entry: MethodEntry) -> tuple[FeatureSplit, FeatureSplit]:
+        """Train and val as the method may see them: group and attribute labels only of
+        the splits it declared, and only where the selection rule allows labels at all."""
+        out = []
+        for name in ("train", "val"):
+            split = self.store.splits[name]
+            if not self.rule.allows_group_labels:
+                split = split.withhold(f"selection '{self.rule.name}' uses no group labels")
+            elif name not in entry.group_labels:
+                split = split.withhold(
+                    f"method '{entry.name}' does not declare '{name}' in its group_labels")
+            out.append(split)
+        return out[0], out[1]
+
+    def selection_score(self, predictor: Predictor) -> float:
+        """The validation score the selection rule ranks by; a label-free rule sees the
+        validation split without its group labels."""
+        val = self.store.splits["val"]
+        if not self.rule.val_group_labels:
+            val = val.withhold(f"selection '{self.rule.name}' uses no group labels")
+        return select_score(evaluate(predictor, val, self.store).as_dict(), self.rule)
+
+    def context(self, entry: MethodEntry, params: dict[str, Any], seed: int) -> Context:
+        method = entry.name
         gen = generator(self.spec.name, method, "seed", seed)
         torch.manual_seed(derive_seed(self.spec.name, method, "torch", seed))
         return Context(
-            params=params, seed=seed, device=self.device, generator=gen, store=self.store,
+            params=params, seed=seed, device=self.device, generator=gen,
+            store=lend(self.store, *self.lent_splits(entry)),
             trainer=Trainer(self.device, gen), references=self.references, heads=self.heads,
             log=logging.getLogger(f"bench.method.{method}"),
         )
@@ -159,12 +196,11 @@ class Run:
             fitted = self.prefit.take(entry.name, seed, trial, log_to)
             if fitted is not None:
                 return fitted
-        ctx = self.context(entry.name, params, seed)
-        val = self.store.splits["val"]
+        ctx = self.context(entry, params, seed)
+        train, val = self.lent_splits(entry)
         if trial is not None:
             def report(epoch: int, head: torch.nn.Module) -> None:
-                metrics = evaluate(Predictor(head), val, self.store).as_dict()
-                score = select_score(metrics, self.rule)
+                score = self.selection_score(Predictor(head))
                 trial.report(score, epoch)
                 if log_to is not None:
                     log_to[0].metric(log_to[1], f"epoch_val_{self.rule.metric}", score, epoch)
@@ -172,7 +208,7 @@ class Run:
                     raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
             ctx.trainer.reporter = report
-        return entry.create().fit(self.store.splits["train"], val, ctx)
+        return entry.create().fit(train, val, ctx)
 
     def evaluate_splits(self, predictor: Predictor) -> tuple[Metrics, Metrics]:
         return (
@@ -181,7 +217,7 @@ class Run:
         )
 
     # -- the whole run -------------------------------------------------------------------
-    def base_row(self, entry: MethodEntry) -> dict[str, Any]:
+    def base_row(self, entry: MethodEntry, replicate: int = 0) -> dict[str, Any]:
         return {
             "run": self.run_dir.name, "dataset": self.spec.name,
             "dataset_fingerprint": self.spec.fingerprint(), "encoder": self.encoder_id,
@@ -192,7 +228,8 @@ class Run:
                 labels_used(entry.group_labels, self.rule, tuned=self.budget(entry) > 0)
             ),
             "bayes_wga": self.spec.bayes_wga, "spurbench_version": version(),
-            "git_commit": git_commit(), "created": now(),
+            "git_commit": git_commit(), "created": now(), "replicate": replicate,
+            "replicates": self.cfg.replicates, "space_dim": len(self.plan(entry)[2]),
         }
 
     def execute(self) -> RunResult:
@@ -203,17 +240,16 @@ class Run:
         from bench.worker import publish_run
 
         cfg = self.cfg
+        claim(self.run_dir, self.identity())
         cfg.runs_dir.mkdir(parents=True, exist_ok=True)
         if cfg.out is None or Path(cfg.out).resolve().parent == cfg.runs_dir.resolve():
             link_latest(cfg.runs_dir, self.run_dir)
         state_path = self.run_dir / "state.json"
-        state = json.loads(state_path.read_text()) if state_path.exists() else {}
+        state = read_state(state_path)
         uri = cfg.tracking_uri or default_uri(self.run_dir)
-        (self.run_dir / "config.json").write_text(
-            json.dumps({**self.cfg.identity(), "storage": redact(self.storage),
-                        "tracking_uri": redact(uri), "encoder_resolved": self.encoder_id},
-                       indent=2, default=str)
-        )
+        write_json_atomic(self.run_dir / "config.json", {
+            **self.cfg.identity(), "storage": redact(self.storage), "tracking_uri": redact(uri),
+            "encoder_resolved": self.encoder_id})
         tracker = Tracker(uri, f"spurbench/{self.spec.name}", state.get("parent_run_id"))
         parent = tracker.start_parent(
             self.run_dir.name,
@@ -223,7 +259,7 @@ class Run:
             tags=self.tags(),
         )
         state["parent_run_id"] = parent
-        state_path.write_text(json.dumps(state))
+        write_json_atomic(state_path, state)
         publish = lambda status: publish_run(self, tracker, status)  # noqa: E731
         rows_dir = self.run_dir / "rows"
         progress = _progress(self.console) if cfg.progress else None
@@ -260,6 +296,12 @@ class Run:
         tracker.finish("FINISHED")
         publish("finished")
         return RunResult(self.run_dir, table, board)
+
+    def identity(self) -> dict[str, Any]:
+        """What decides this run's numbers: its options, and the data and encoder they
+        resolved to (a dataset that changed on disk is another configuration)."""
+        return {**self.cfg.identity(), "encoder_resolved": self.encoder_id,
+                "dataset_fingerprint": self.spec.fingerprint()}
 
     def tags(self) -> dict[str, str]:
         return {
@@ -308,27 +350,39 @@ class Run:
         """(defaults, fixed, tunable) of a method under this run's --params."""
         space = entry.search_space()
         fixed = {**entry.fixed, **self.fixed.get(entry.name, {})}
-        tunable = {k: p for k, p in space.items() if k not in fixed}
+        tunable = tunable_params(space, fixed)
         defaults = {k: p.default for k, p in entry.create().search_space().items()}
         return defaults, fixed, tunable
 
     def budget(self, entry: MethodEntry) -> int:
         return self.cfg.trials if self.plan(entry)[2] else 0
 
-    def study_name(self, entry: MethodEntry) -> str:
-        """One study per (dataset, encoder, method, selection) and run config (the key)."""
-        return f"{self.spec.name}|{self.encoder_id}|{entry.name}|{self.rule.name}|{self.key}"
+    def study_name(self, entry: MethodEntry, replicate: int = 0) -> str:
+        """One study per (dataset, encoder, method, selection, replicate) and run config."""
+        name = f"{self.spec.name}|{self.encoder_id}|{entry.name}|{self.rule.name}|{self.key}"
+        return name + (f"|r{replicate}" if replicate else "")
 
-    def open_study(self, entry: MethodEntry) -> optuna.Study:
+    def sampler_seed(self, entry: MethodEntry, replicate: int = 0) -> int:
+        """The study's sampler seed: from what decides this method's search only (data,
+        encoder, head, method, selection, budget, its fixed parameters, the replicate),
+        never from which other methods share the run."""
+        _, fixed, _ = self.plan(entry)
+        return derive_seed(
+            "sampler", self.spec.fingerprint(), self.encoder_id, self.heads.resolved_kind,
+            entry.name, self.rule.name, self.budget(entry), self.cfg.parallel_trials,
+            json.dumps(fixed, sort_keys=True, default=str), replicate,
+        ) % (2**31)
+
+    def open_study(self, entry: MethodEntry, replicate: int = 0) -> optuna.Study:
         defaults, _, tunable = self.plan(entry)
-        name = self.study_name(entry)
         return open_study(
-            self.storage, name, derive_seed(name) % (2**31), first={k: defaults[k] for k in tunable}
+            self.storage, self.study_name(entry, replicate), self.sampler_seed(entry, replicate),
+            first={k: defaults[k] for k in tunable}, budget=self.budget(entry),
         )
 
     def tune_method(
         self, entry: MethodEntry, tracker: Tracker, wait: bool = True,
-        on_progress: Callable[[int], None] | None = None,
+        on_progress: Callable[[int], None] | None = None, replicate: int = 0,
     ) -> TuneOutcome | None:
         """Tune one method in the run's shared study; every trial is a nested MLflow run.
 
@@ -339,9 +393,10 @@ class Run:
         budget = self.budget(entry)
         if not budget:
             return None
-        study = self.open_study(entry)
+        study = self.open_study(entry, replicate)
         name = study.study_name
         worker = f"{socket.gethostname()}/{os.getpid()}"
+        seed = tuning_seed(replicate)
 
         def objective(p: dict[str, Any], trial: optuna.trial.Trial):  # noqa: ANN202
             params = {**defaults, **p}
@@ -351,8 +406,8 @@ class Run:
                       "spurbench.method": entry.name, "spurbench.worker": worker, **self.tags()},
             )
             try:
-                predictor = self.fit(entry, params, seed=0, trial=trial, log_to=(tracker, run_id))
-                val = evaluate(predictor, self.store.splits["val"], self.store).as_dict()
+                predictor = self.fit(entry, params, seed, trial=trial, log_to=(tracker, run_id))
+                score = self.selection_score(predictor)
             except optuna.TrialPruned:
                 tracker.end_child(run_id, "FINISHED", tags={"spurbench.state": "PRUNED"})
                 raise
@@ -364,13 +419,13 @@ class Run:
                 tracker.end_child(run_id, "FAILED", tags={
                     "spurbench.state": "FAIL", "spurbench.fail_reason": reason})
                 raise
-            score = select_score(val, self.rule)
             ok = math.isfinite(score)
+            val = {f"val_{self.rule.metric}": score}
             tracker.end_child(
-                run_id, "FINISHED" if ok else "FAILED", {f"val_{k}": v for k, v in val.items()},
+                run_id, "FINISHED" if ok else "FAILED", val,
                 {"spurbench.state": "COMPLETE" if ok else "FAIL", "spurbench.score": str(score)},
             )
-            return score, {f"val_{k}": v for k, v in val.items()}
+            return score, val
 
         def on_trial(_: optuna.trial.FrozenTrial) -> None:
             if on_progress is not None:
@@ -382,17 +437,19 @@ class Run:
             from bench.tuning_batched import tune_parallel
 
             return tune_parallel(self, entry, study, tunable, fixed, budget, objective, on_trial,
-                                 wait)
-        return tune(study, tunable, fixed, budget, objective, self.cfg.timeout, on_trial, wait)
+                                 wait, seed)
+        return tune(study, tunable, fixed, budget, objective, self.cfg.timeout, on_trial, wait,
+                    defaults)
 
     def recover(self, tracker: Tracker) -> None:
         """After a crash: fail trials of dead processes, mark their MLflow runs KILLED."""
         studies = {}
         for entry in self.entries.values():
             if self.budget(entry) and self.why_not(entry) is None:
-                study = self.open_study(entry)
-                heartbeat.fail_stale(study)
-                studies[study.study_name] = study
+                for replicate in range(self.cfg.replicates):
+                    study = self.open_study(entry, replicate)
+                    heartbeat.fail_stale(study)
+                    studies[study.study_name] = study
 
         def trial_state(study_name: str, number: int) -> str | None:
             study = studies.get(study_name)
@@ -407,82 +464,108 @@ class Run:
             log.info("marked %d MLflow runs of interrupted trials or seeds as KILLED", fixed)
 
     def _tuned_before(
-        self, rows_dir: Path, entry: MethodEntry
-    ) -> tuple[dict[str, Any], int] | None:
-        """Parameters of seeds already finished: once a seed ran, tuning of the method is
-        closed, so every seed of a method uses the same parameters (even after --timeout)."""
-        for path in sorted(rows_dir.glob(f"{entry.name}-seed*.parquet")):
-            if path.name.endswith("-failed.parquet"):
+        self, rows_dir: Path, entry: MethodEntry, replicate: int
+    ) -> dict[str, Any] | None:
+        """What tuning decided for a replicate whose seeds already started: once a seed
+        ran, tuning of that replicate is closed, so every seed of it uses the same
+        parameters (even after --timeout)."""
+        for seed in final_seeds(self.cfg.seed_offset, self.cfg.seeds, replicate):
+            path = rows_dir / f"{entry.name}-seed{seed}.parquet"
+            if not path.exists():
                 continue
             try:
                 row = pl.read_parquet(path).row(0, named=True)
             except Exception:  # a torn file: results.read_rows removes it
                 continue
             if row.get("method") == entry.name and row.get("params"):
-                return json.loads(row["params"]), int(row.get("trials") or 0)
+                return {"params": json.loads(row["params"]), "trials": int(row.get("trials") or 0),
+                        "best_is_default": row.get("best_is_default")}
         return None
 
+    def _skip(self, entry: MethodEntry, tracker: Tracker, rows_dir: Path, why: str) -> None:
+        if len(self.entries) == 1:
+            raise UserError(why)
+        row = {**self.base_row(entry), "status": "skipped", "reason": why, "trials": 0}
+        results.write_atomic(results.make_frame([row]), rows_dir / f"{entry.name}-skipped.parquet")
+        self.log_row(tracker, row)
+
     def run_method(self, entry: MethodEntry, tracker: Tracker, rows_dir: Path, progress) -> None:  # noqa: ANN001
-        cfg = self.cfg
-        row = self.base_row(entry)
         why = self.why_not(entry)
         if why is not None:
-            if len(self.entries) == 1:
-                raise UserError(why)
-            row.update(status="skipped", reason=why, trials=0)
-            results.write_atomic(
-                results.make_frame([row]), rows_dir / f"{entry.name}-skipped.parquet"
-            )
-            self.log_row(tracker, row)
+            self._skip(entry, tracker, rows_dir, why)
             return
-        defaults, fixed, _ = self.plan(entry)
-        budget = self.budget(entry)
         task = None
         if progress is not None:
-            task = progress.add_task(entry.name, total=budget + cfg.seeds)
-        params = {**defaults, **fixed}
-        n_trials = 0
-        before = self._tuned_before(rows_dir, entry)
-        if before is not None:
-            params, n_trials = before
-            if progress is not None:
-                progress.update(task, completed=min(n_trials, budget))
-        elif budget:
-            def on_progress(done: int) -> None:
-                if progress is not None:
-                    progress.update(task, completed=done)
+            task = progress.add_task(
+                entry.name, total=(self.budget(entry) + self.cfg.seeds) * self.cfg.replicates)
+        done = [0]
 
-            outcome = self.tune_method(entry, tracker, wait=True, on_progress=on_progress)
+        def advance(n: int = 1) -> None:
+            done[0] += n
+            if progress is not None:
+                progress.update(task, completed=done[0])
+
+        for replicate in range(self.cfg.replicates):
+            self.run_replicate(entry, tracker, rows_dir, replicate, progress, task, advance)
+
+    def run_replicate(
+        self, entry: MethodEntry, tracker: Tracker, rows_dir: Path, replicate: int,
+        progress: Any, task: Any, advance: Callable[[int], None],
+    ) -> None:
+        """One sweep replicate of a method: tune (its own sampler seed), select, then its
+        own final seeds."""
+        cfg = self.cfg
+        row = self.base_row(entry, replicate)
+        defaults, fixed, _ = self.plan(entry)
+        budget = self.budget(entry)
+        params = {**defaults, **fixed}
+        n_trials, best_is_default = 0, None
+        tag = f"-r{replicate}" if replicate else ""
+        failed_tuning = rows_dir / f"{entry.name}{tag}-failed.parquet"
+        before = self._tuned_before(rows_dir, entry, replicate)
+        if before is not None:
+            params, n_trials = before["params"], before["trials"]
+            best_is_default = before["best_is_default"]
+            advance(min(n_trials, budget))
+        elif budget:
+            last = [0]
+
+            def on_progress(n: int) -> None:  # n: this replicate's finished trials
+                advance(n - last[0])
+                last[0] = n
+
+            outcome = self.tune_method(entry, tracker, wait=True, on_progress=on_progress,
+                                       replicate=replicate)
             assert outcome is not None
             n_trials = outcome.finished
             if not outcome.completed:
                 reason = "; ".join(outcome.failures[:3]) or "no trial completed"
                 row.update(status="failed", trials=n_trials, reason=f"every trial failed: {reason}")
-                results.write_atomic(
-                    results.make_frame([row]), rows_dir / f"{entry.name}-failed.parquet"
-                )
+                results.write_atomic(results.make_frame([row]), failed_tuning)
                 self.log_row(tracker, row)
                 return
             params = {**defaults, **outcome.best_params}
-        (rows_dir / f"{entry.name}-failed.parquet").unlink(missing_ok=True)
+            best_is_default = outcome.best_is_default
+        failed_tuning.unlink(missing_ok=True)
+        seeds = final_seeds(cfg.seed_offset, cfg.seeds, replicate)
         if cfg.parallel_trials > 1:  # the seeds still to run, as one batch
             from bench.tuning_batched import prefit_seeds
 
             prefit_seeds(self, entry, params, [
-                s for s in range(cfg.seed_offset, cfg.seed_offset + cfg.seeds)
-                if not (rows_dir / f"{entry.name}-seed{s}.parquet").exists()])
-        for seed in range(cfg.seed_offset, cfg.seed_offset + cfg.seeds):
+                s for s in seeds if not (rows_dir / f"{entry.name}-seed{s}.parquet").exists()])
+        for seed in seeds:
             path = rows_dir / f"{entry.name}-seed{seed}.parquet"
             failed_path = rows_dir / f"{entry.name}-seed{seed}-failed.parquet"
             if path.exists():
-                if progress is not None:
-                    progress.advance(task)
+                advance()
                 continue
             seed_row = {**row, "trials": n_trials, "seed": seed,
-                        "params": json.dumps(params, sort_keys=True)}
+                        "params": json.dumps(params, sort_keys=True),
+                        "best_is_default": best_is_default}
             run_id = tracker.start_child(
                 f"{entry.name}/seed-{seed}", params=params,
-                tags={KIND: "final", "spurbench.method": entry.name, "spurbench.seed": str(seed)},
+                tags={KIND: "final", "spurbench.method": entry.name, "spurbench.seed": str(seed),
+                      "spurbench.replicate": str(replicate)},
             )
             try:
                 predictor = self.fit(entry, params, seed)
@@ -499,15 +582,15 @@ class Run:
                 results.write_atomic(results.make_frame([seed_row]), failed_path)
                 self.log_row(tracker, seed_row, run_id=run_id)
                 continue
-            seed_row.update(status="ok", **results.metric_fields(val, test))
+            seed_row.update(status="ok", head=head_kind(predictor.module),
+                            **results.metric_fields(val, test))
             results.write_atomic(results.make_frame([seed_row]), path)
             failed_path.unlink(missing_ok=True)
             groups = {"val": val.per_group, "test": test.per_group,
                       "test_counts": test.group_counts}
             self.log_row(tracker, seed_row, {**val.as_dict("val_"), **test.as_dict("test_")},
                          run_id=run_id, artifacts={"per_group.json": groups})
-            if progress is not None:
-                progress.advance(task)
+            advance()
 
 
 def _progress(console: Any):  # noqa: ANN202

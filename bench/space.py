@@ -1,4 +1,10 @@
-"""Hyperparameter search spaces: small typed declarations that map onto Optuna."""
+"""Hyperparameter search spaces: small typed declarations that map onto Optuna.
+
+`tune=False` declares an option: it has a default and can be fixed with `--params`, but
+the search never samples it (a paper-faithful switch such as Group DRO's sampling must
+not cost every method's budget a dimension). An `Int` may be bounded `below` another
+integer parameter sampled before it (SFR's warm-up stays below its epochs).
+"""
 
 from __future__ import annotations
 
@@ -8,46 +14,61 @@ from typing import Any
 from bench.errors import UserError
 
 
+def _number(name: str, text: str, kind: type) -> Any:
+    if text.lower() in ("none", "same") and kind is float:
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        what = "a number" if kind is float else "an integer"
+        raise UserError(f"--params {name}={text}: expected {what}") from None
+
+
 @dataclass(frozen=True)
 class Float:
     low: float
     high: float
-    default: float
+    default: float | None  # None: "same as" another setting (the method says which)
     log: bool = False
+    tune: bool = True
 
-    def suggest(self, trial: Any, name: str) -> float:
+    def suggest(self, trial: Any, name: str, chosen: dict[str, Any] | None = None) -> float:
         return trial.suggest_float(name, self.low, self.high, log=self.log)
 
-    def parse(self, name: str, text: str) -> float:
-        try:
-            return float(text)
-        except ValueError:
-            raise UserError(f"--params {name}={text}: expected a number") from None
+    def parse(self, name: str, text: str) -> float | None:
+        return _number(name, text, float)
 
 
 @dataclass(frozen=True)
 class Int:
     low: int
     high: int
-    default: int
+    default: int | None
     log: bool = False
+    tune: bool = True
+    below: str | None = None  # another Int parameter this one must stay strictly below
 
-    def suggest(self, trial: Any, name: str) -> int:
-        return trial.suggest_int(name, self.low, self.high, log=self.log)
+    def bounds(self, chosen: dict[str, Any] | None) -> tuple[int, int]:
+        high = self.high
+        if self.below is not None and chosen and chosen.get(self.below) is not None:
+            high = min(high, int(chosen[self.below]) - 1)
+        return self.low, max(self.low, high)
+
+    def suggest(self, trial: Any, name: str, chosen: dict[str, Any] | None = None) -> int:
+        low, high = self.bounds(chosen)
+        return trial.suggest_int(name, low, high, log=self.log)
 
     def parse(self, name: str, text: str) -> int:
-        try:
-            return int(text)
-        except ValueError:
-            raise UserError(f"--params {name}={text}: expected an integer") from None
+        return _number(name, text, int)
 
 
 @dataclass(frozen=True)
 class Choice:
     choices: tuple[Any, ...]
     default: Any
+    tune: bool = True
 
-    def suggest(self, trial: Any, name: str) -> Any:
+    def suggest(self, trial: Any, name: str, chosen: dict[str, Any] | None = None) -> Any:
         return trial.suggest_categorical(name, list(self.choices))
 
     def parse(self, name: str, text: str) -> Any:
@@ -62,6 +83,33 @@ Param = Float | Int | Choice
 
 def defaults(space: dict[str, Param]) -> dict[str, Any]:
     return {k: p.default for k, p in space.items()}
+
+
+def tunable(space: dict[str, Param], fixed: dict[str, Any]) -> dict[str, Param]:
+    """The parameters a search samples: declared tunable and not fixed."""
+    return {k: p for k, p in space.items() if p.tune and k not in fixed}
+
+
+def suggest_all(trial: Any, space: dict[str, Param], fixed: dict[str, Any],
+                base: dict[str, Any]) -> dict[str, Any]:
+    """One trial's tunable parameters, in declaration order, each bound seeing the values
+    chosen (or fixed, or defaulted) before it."""
+    chosen = {**base, **fixed}
+    out: dict[str, Any] = {}
+    for k, p in space.items():
+        out[k] = chosen[k] = p.suggest(trial, k, chosen)
+    return out
+
+
+def violations(space: dict[str, Param], params: dict[str, Any]) -> list[str]:
+    """Constraints between parameters that a configuration breaks (empty: none)."""
+    out = []
+    for k, p in space.items():
+        if isinstance(p, Int) and p.below is not None and params.get(k) is not None:
+            limit = params.get(p.below)
+            if limit is not None and params[k] >= limit:
+                out.append(f"{k}={params[k]} must be below {p.below}={limit}")
+    return out
 
 
 def training_space(

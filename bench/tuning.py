@@ -1,7 +1,9 @@
 """Optuna tuning: one study per (run, method), the same trial budget for every method.
 
 TPE seeded per trial number (so a resumed or shared study never redraws another trial's
-parameters); the method's defaults are the first trial; intermediate validation scores
+parameters), with its random start-up phase sized to the budget (`startup_trials`); the
+method's defaults are the first trial, re-queued until it has run (an interrupted
+defaults trial is never silently replaced by a TPE draw); intermediate validation scores
 feed a median pruner; a trial that raises or returns NaN is recorded as failed with its
 reason and the study goes on.
 
@@ -35,11 +37,13 @@ from bench import heartbeat
 from bench.errors import UserError
 from bench.redact import redact, remember
 from bench.seeding import derive_seed
-from bench.space import Param
+from bench.space import Param, suggest_all
+from bench.space import tunable as tunable_params
 
 FAIL_REASON = "fail_reason"
 INTERRUPTED = "spurbench.interrupted"
 SURPLUS = "spurbench.surplus"
+DEFAULTS = "spurbench.defaults"  # user attr of the defaults trial (and of the study: the params)
 POLL_SECONDS = 1.0
 
 log = logging.getLogger("bench.tuning")
@@ -55,6 +59,7 @@ class TuneOutcome:
     completed: int
     failures: list[str]
     best_value: float | None
+    best_is_default: bool | None = None  # whether the selected trial is the defaults trial
 
 
 # -- storages ------------------------------------------------------------------------------
@@ -116,8 +121,9 @@ class TrialSeededTPE(optuna.samplers.BaseSampler):
     parallel workers from proposing what another worker is already running.
     """
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, n_startup_trials: int = 10) -> None:
         self.seed = seed
+        self.n_startup_trials = n_startup_trials
         self._number: int | None = None
         self._tpe: optuna.samplers.TPESampler | None = None
 
@@ -127,7 +133,8 @@ class TrialSeededTPE(optuna.samplers.BaseSampler):
             with warnings.catch_warnings():  # constant_liar is marked experimental
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self._tpe = optuna.samplers.TPESampler(
-                    seed=derive_seed(self.seed, trial.number) % (2**31), constant_liar=True
+                    seed=derive_seed(self.seed, trial.number) % (2**31), constant_liar=True,
+                    n_startup_trials=self.n_startup_trials,
                 )
         return self._tpe
 
@@ -159,14 +166,24 @@ class TrialSeededTPE(optuna.samplers.BaseSampler):
         self._for(trial).after_trial(study, trial, state, values)
 
 
+def startup_trials(budget: int) -> int:
+    """Random start-up draws before TPE models the results: a quarter of the budget, at
+    least 2 (the defaults trial and one random draw), at most Optuna's default of 10.
+    Optuna's fixed 10 would make every budget up to 10 a random search."""
+    return max(2, min(10, budget // 4))
+
+
 def open_study(
-    storage: str | BaseStorage, name: str, seed: int, first: dict[str, Any] | None = None
+    storage: str | BaseStorage, name: str, seed: int, first: dict[str, Any] | None = None,
+    budget: int | None = None,
 ) -> optuna.Study:
-    """Create or load a study; its creator queues `first` (the defaults) as trial 0."""
+    """Create or load a study; its creator queues `first` (the defaults) as trial 0 and
+    keeps it on the study, so any process can re-queue it (`requeue_defaults`)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = open_storage(storage) if isinstance(storage, str) else storage
+    startup = startup_trials(budget) if budget is not None else 10
     opts: dict[str, Any] = {
-        "study_name": name, "storage": store, "sampler": TrialSeededTPE(seed),
+        "study_name": name, "storage": store, "sampler": TrialSeededTPE(seed, startup),
         "pruner": optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=3),
     }
     try:
@@ -174,8 +191,27 @@ def open_study(
     except optuna.exceptions.DuplicatedStudyError:
         return optuna.load_study(**opts)
     if first is not None:
-        study.enqueue_trial(first)
+        study.set_user_attr(DEFAULTS, first)
+        study.enqueue_trial(first, user_attrs={DEFAULTS: True})
     return study
+
+
+def is_defaults(t: FrozenTrial | optuna.trial.Trial) -> bool:
+    return bool(t.user_attrs.get(DEFAULTS))
+
+
+def requeue_defaults(study: optuna.Study) -> bool:
+    """Queue the defaults trial again if it was cut off (Ctrl-C, a dead worker) and no
+    copy of it is pending or finished. True when it queued one."""
+    first = study.user_attrs.get(DEFAULTS)
+    if first is None:
+        return False
+    marked = [t for t in study.get_trials(deepcopy=False) if is_defaults(t)]
+    if any(counts(t) or t.state in (TrialState.RUNNING, TrialState.WAITING) for t in marked):
+        return False
+    study.enqueue_trial(first, user_attrs={DEFAULTS: True})
+    log.info("the defaults trial of %s was interrupted: queued again", study.study_name)
+    return True
 
 
 # -- the budget ----------------------------------------------------------------------------
@@ -196,13 +232,19 @@ def interrupted(t: FrozenTrial) -> bool:
     return t.state == TrialState.FAIL and not counts(t) and SURPLUS not in t.user_attrs
 
 
-def _admitted(study: optuna.Study, number: int, budget: int) -> bool:
-    ahead = [
-        t for t in study.get_trials(deepcopy=False)
-        if t.number < number
-        and (counts(t) or t.state in (TrialState.RUNNING, TrialState.WAITING))
-    ]
-    return len(ahead) < budget
+def _live(t: FrozenTrial) -> bool:
+    return counts(t) or t.state in (TrialState.RUNNING, TrialState.WAITING)
+
+
+def _admitted(study: optuna.Study, trial: optuna.trial.Trial, budget: int) -> bool:
+    """Whether fewer than `budget` counting, running or queued trials precede this one.
+    While the defaults trial is not among them, one slot stays reserved for it."""
+    trials = study.get_trials(deepcopy=False)
+    ahead = [t for t in trials if t.number < trial.number and _live(t)]
+    reserve = 0
+    if DEFAULTS in study.user_attrs and not is_defaults(trial):
+        reserve = 0 if any(is_defaults(t) for t in ahead) else 1
+    return len(ahead) + reserve < budget
 
 
 def outcome(study: optuna.Study, fixed: dict[str, Any]) -> TuneOutcome:
@@ -216,7 +258,8 @@ def outcome(study: optuna.Study, fixed: dict[str, Any]) -> TuneOutcome:
     if not complete:
         return TuneOutcome({}, len(done), 0, failures, None)
     best = max(complete, key=lambda t: (t.value, -t.number))
-    return TuneOutcome({**best.params, **fixed}, len(done), len(complete), failures, best.value)
+    return TuneOutcome({**best.params, **fixed}, len(done), len(complete), failures, best.value,
+                       is_defaults(best))
 
 
 
@@ -231,6 +274,8 @@ def slots(
     done = sum(counts(t) for t in trials)
     if done >= budget or (timeout is not None and time.monotonic() - started >= timeout):
         return None
+    if requeue_defaults(study):
+        trials = study.get_trials(deepcopy=False)
     waiting = sum(t.state == TrialState.WAITING for t in trials)
     running = sum(t.state == TrialState.RUNNING for t in trials)
     return budget - done - running, waiting
@@ -298,6 +343,7 @@ def tune(
     timeout: float | None = None,
     on_trial: Callable[[FrozenTrial], None] | None = None,
     wait: bool = True,
+    defaults: dict[str, Any] | None = None,
 ) -> TuneOutcome:
     """Run trials until `budget` of them count (earlier runs and other processes included).
 
@@ -306,15 +352,16 @@ def tune(
     taken. `timeout` (seconds) stops starting new trials. Ctrl-C fails the running trial
     as interrupted (not counted) and propagates KeyboardInterrupt.
     """
-    tunable = {k: p for k, p in space.items() if k not in fixed}
+    tunable = tunable_params(space, fixed)
+    defaults = defaults or {}
     logging.getLogger("optuna").setLevel(logging.ERROR)
     started = time.monotonic()
 
     def run(trial: optuna.trial.Trial) -> tuple[TrialState, float | None]:
-        if not _admitted(study, trial.number, budget):
+        if not _admitted(study, trial, budget):
             trial.set_user_attr(SURPLUS, True)
             return TrialState.FAIL, None
-        params = {k: p.suggest(trial, k) for k, p in tunable.items()}
+        params = suggest_all(trial, tunable, fixed, defaults)
         params.update(fixed)
         return outcome_of(trial, params, objective)
 

@@ -28,9 +28,9 @@ from optuna.trial import FrozenTrial, TrialState
 from bench import heartbeat
 from bench.errors import UserError
 from bench.method import Method
-from bench.metrics import evaluate
 from bench.predictor import Predictor
-from bench.selection import select_score
+from bench.space import suggest_all
+from bench.space import tunable as tunable_params
 from bench.tracking import metric_key
 from bench.tuning import (
     INTERRUPTED,
@@ -93,17 +93,17 @@ def _fit_batch(run: Run, entry: MethodEntry, params: list[dict], seeds: list[int
     """Fit every configuration with the method's fit_batched; per-epoch validation scores
     feed each trial's pruner as in `Run.fit`."""
     prefit = Prefit(run.rule.metric)
-    val = run.store.splits["val"]
+    train, val = run.lent_splits(entry)
     ctxs, scores = [], []
     for i, (p, seed) in enumerate(zip(params, seeds, strict=True)):
-        ctx = run.context(entry.name, p, seed)
+        ctx = run.context(entry, p, seed)
         history: list[tuple[int, float]] = []
         if trials is not None:
             ctx.trainer.reporter = _reporter(run, trials[i], history)
         ctxs.append(ctx)
         scores.append(history)
     try:
-        results: list = entry.create().fit_batched(run.store.splits["train"], val, ctxs)
+        results: list = entry.create().fit_batched(train, val, ctxs)
     except Exception as exc:  # noqa: BLE001 - every configuration fails with the reason
         if isinstance(exc, UserError) and trials is None:
             raise  # final seeds stop the run on a user mistake, as one by one; trials record it
@@ -115,10 +115,8 @@ def _fit_batch(run: Run, entry: MethodEntry, params: list[dict], seeds: list[int
 
 
 def _reporter(run: Run, trial: optuna.Trial, history: list) -> Callable:
-    val = run.store.splits["val"]
-
     def report(epoch: int, head: torch.nn.Module) -> None:
-        score = select_score(evaluate(Predictor(head), val, run.store).as_dict(), run.rule)
+        score = run.selection_score(Predictor(head))
         history.append((epoch, score))
         trial.report(score, epoch)
         if trial.should_prune():
@@ -143,10 +141,12 @@ def tune_parallel(
     objective: Objective,
     on_trial: Callable[[FrozenTrial], None] | None = None,
     wait: bool = True,
+    seed: int = 0,
 ) -> TuneOutcome:
-    """bench.tuning.tune with up to `run.cfg.parallel_trials` trials per round."""
+    """bench.tuning.tune with up to `run.cfg.parallel_trials` trials per round; every
+    trial trains with `seed` (the tuning stream, see bench.seeding)."""
     width = run.cfg.parallel_trials
-    tunable = {k: p for k, p in space.items() if k not in fixed}
+    tunable = tunable_params(space, fixed)
     defaults = run.plan(entry)[0]
     batched = batches(entry)
     logging.getLogger("optuna").setLevel(logging.ERROR)
@@ -157,29 +157,30 @@ def tune_parallel(
             for trial in asked:
                 beats.enter_context(heartbeat.Heartbeat(study, trial))
             told = _round(run, entry, study, asked, tunable, fixed, defaults, budget, objective,
-                          batched)
+                          batched, seed)
             frozen = [(study.tell(t, v, state=s, skip_if_finished=True), s) for t, s, v in told]
         for f, state in frozen:
             after_tell(study, f, state, on_trial)
     return outcome(study, fixed)
 
 
-def _round(run, entry, study, asked, tunable, fixed, defaults, budget, objective, batched):  # noqa: ANN001, ANN202
+def _round(run, entry, study, asked, tunable, fixed, defaults, budget, objective, batched, seed):  # noqa: ANN001, ANN202, E501
     """Fit one round of asked trials (in one batch when the method can) and decide each
     one's state; Ctrl-C tells what was decided and fails the rest as interrupted."""
     told: list[tuple[optuna.Trial, TrialState, float | None]] = []
     try:
         admitted = []
         for trial in asked:
-            if _admitted(study, trial.number, budget):
-                params = {k: p.suggest(trial, k) for k, p in tunable.items()}
+            if _admitted(study, trial, budget):
+                params = suggest_all(trial, tunable, fixed, defaults)
                 admitted.append((trial, {**params, **fixed}))
             else:
                 trial.set_user_attr(SURPLUS, True)
                 told.append((trial, TrialState.FAIL, None))
         if batched and admitted:
             run.prefit = _fit_batch(
-                run, entry, [{**defaults, **p} for _, p in admitted], [0] * len(admitted),
+                run, entry, [{**defaults, **p} for _, p in admitted],
+                [seed] * len(admitted),
                 [t for t, _ in admitted],
             )
         for trial, params in admitted:

@@ -210,17 +210,20 @@ def work(opts: WorkerOptions, console: Any = None) -> tuple[dict[str, Any], list
             if why is not None or not budget:
                 reports.append(MethodReport(entry.name, 0, 0, budget, why or "nothing to tune"))
                 continue
-            task = progress.add_task(entry.name, total=budget) if progress is not None else None
+            reps = run.cfg.replicates
+            task = (progress.add_task(entry.name, total=budget * reps)
+                    if progress is not None else None)
+            done: list = []
+            for replicate in range(reps):
+                def on_progress(n: int, task: Any = task, base: int = len(done)) -> None:
+                    if progress is not None:
+                        progress.update(task, completed=base + n)
 
-            def on_progress(done: int, task: Any = task) -> None:
-                if progress is not None:
-                    progress.update(task, completed=done)
-
-            run.tune_method(entry, tracker, wait=False, on_progress=on_progress)
-            study = run.open_study(entry)
-            done = finished_trials(study)
+                run.tune_method(entry, tracker, wait=False, on_progress=on_progress,
+                                replicate=replicate)
+                done += finished_trials(run.open_study(entry, replicate))
             mine = sum(t.user_attrs.get(heartbeat.OWNER) == me for t in done)
-            reports.append(MethodReport(entry.name, mine, len(done), budget))
+            reports.append(MethodReport(entry.name, mine, len(done), budget * reps))
     finally:
         if progress is not None:
             progress.stop()

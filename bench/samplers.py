@@ -16,12 +16,31 @@ def group_balanced_weights(g: torch.Tensor, n_groups: int) -> torch.Tensor:
 
 
 class Sampler:
-    """Draws one epoch of batch indices. `weights=None` means uniform without replacement."""
+    """Draws one epoch of batch indices. `weights=None` means uniform without replacement;
+    `pool` (from `upsampled`) is a fixed multiset of indices shuffled every epoch."""
 
-    def __init__(self, n: int, batch_size: int, weights: torch.Tensor | None = None) -> None:
+    def __init__(
+        self, n: int, batch_size: int, weights: torch.Tensor | None = None,
+        pool: torch.Tensor | None = None,
+    ) -> None:
         self.n = n
-        self.batch_size = max(1, min(batch_size, n))
+        self.pool = pool
+        self.batch_size = max(1, min(batch_size, self.epoch_length))
         self.weights = None if weights is None else weights.to(torch.float32)
+
+    @property
+    def epoch_length(self) -> int:
+        """Examples per epoch: n, or the size of the duplicated pool."""
+        return self.n if self.pool is None else len(self.pool)
+
+    @classmethod
+    def upsampled(cls, copies: torch.Tensor, batch_size: int) -> Sampler:
+        """Example i appears copies[i] times in every epoch, shuffled without replacement:
+        a dataset with duplicated rows, as JTT's reference code builds it (an epoch is
+        Σ copies long, not n)."""
+        idx = torch.arange(len(copies), device=copies.device)
+        pool = idx.repeat_interleave(copies.to(torch.long).clamp_min(0))
+        return cls(len(copies), batch_size, pool=pool)
 
     @classmethod
     def uniform(cls, n: int, batch_size: int) -> Sampler:
@@ -36,7 +55,10 @@ class Sampler:
         return cls(len(weights), batch_size, weights)
 
     def epoch(self, generator: torch.Generator, device: torch.device) -> list[torch.Tensor]:
-        if self.weights is None:
+        if self.pool is not None:
+            perm = torch.randperm(len(self.pool), generator=generator, device="cpu")
+            order = self.pool.cpu()[perm].to(device)
+        elif self.weights is None:
             order = torch.randperm(self.n, generator=generator, device="cpu").to(device)
         else:
             # one epoch = n draws with replacement, in proportion to the weights

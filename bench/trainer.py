@@ -85,14 +85,15 @@ class NonFiniteLoss(RuntimeError):
 
 def _analytic(head: nn.Module, data: FeatureSplit, hooks: Hooks) -> bool:
     """Whether bench.fit_batched computes exactly this training: a built-in head (not a
-    subclass, whose forward may differ), every parameter trained, float32 features, and
-    the loss the weighted cross-entropy."""
+    subclass, whose forward may differ), every parameter trained, float32 features, the
+    loss the weighted cross-entropy, and epochs of n examples."""
     return (
         type(head) in (LinearHead, PromptHead)
         and all(p.requires_grad for p in head.parameters())
         and data.x.dtype == torch.float32
         and hooks.loss is None
         and hooks.before_epoch is None
+        and (hooks.sampler is None or hooks.sampler.epoch_length == len(data))
     )
 
 

@@ -4,6 +4,9 @@ Per batch: ℓ_g = mean cross-entropy of the batch's examples in group g;
 q_g ← q_g · exp(η · (ℓ_g + C/√n_g)) for the groups present in the batch; q ← q / Σq;
 loss = Σ_g q_g ℓ_g. Groups absent from a batch keep their q (our choice; the reference
 code adds the bare adjustment C/√n_g for them too, which only matters when C > 0).
+
+Batches are uniform by default; `sampling=group` draws group-balanced batches (with
+replacement), as the reference code's commands do (`--reweight_groups`).
 """
 
 from __future__ import annotations
@@ -57,11 +60,16 @@ class GroupDRO(bench.Method):
         space["weight_decay"] = bench.Float(1e-5, 1.0, 1e-3, log=True)
         space["eta"] = bench.Float(1e-3, 1.0, 0.05, log=True)
         space["adjustment"] = bench.Float(0.0, 5.0, 0.0)
+        space["sampling"] = bench.Choice(("uniform", "group"), "uniform", tune=False)
         return space
 
     def fit(self, train, val, ctx):
         p = ctx.params
         head = ctx.make_head()
         loss = GroupDROLoss(train.g, train.n_groups, p["eta"], p["adjustment"])
-        ctx.trainer.fit(head, train, bench.TrainConfig.from_params(p), bench.Hooks(loss=loss))
+        cfg = bench.TrainConfig.from_params(p)
+        sampler = None
+        if p.get("sampling", "uniform") == "group":
+            sampler = bench.Sampler.group_balanced(train.g, train.n_groups, cfg.batch_size)
+        ctx.trainer.fit(head, train, cfg, bench.Hooks(loss=loss, sampler=sampler))
         return bench.Predictor(head, info={"q": loss.q.cpu()})

@@ -1,20 +1,27 @@
 """jtt: Just Train Twice (Liu et al. 2021).
 
-Stage 1 trains an ERM head for T epochs (the identification model, taken from the run's
-shared reference store so every JTT trial with the same settings reuses it; a linear
-probe by default, since the prompt head's fixed text geometry makes a poor, slow-to-fit
-identifier on frozen features); the error set E
-is the training examples it misclassifies. Stage 2 trains a fresh head with the examples
-in E up-weighted by λ_up — as loss weights (`weight`) or by sampling them λ_up times as
-often (`upsample`, the paper's duplication, in expectation). Group labels are used only
-for validation selection.
+Stage 1 trains an ERM identification head for T epochs (from the run's shared reference
+store, so every JTT trial with the same stage-1 settings reuses it); the error set E is
+the training examples it misclassifies. Stage 2 trains a fresh head with the examples in
+E up-weighted by λ_up. Group labels are used only for validation selection.
+
+As in the paper, stage 1 uses stage 2's optimiser settings (optimizer, lr, weight decay,
+batch size) for fewer epochs, unless `id_lr`, `id_weight_decay`, `id_optimizer` or
+`id_batch_size` set its own. `upweight=upsample` is the reference code's duplication:
+every example of E appears round(λ_up) times in each epoch, so an epoch is
+n + (round(λ_up) − 1)·|E| examples long; `upweight=weight` (default) weights E's losses
+by λ_up instead, at n examples per epoch.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 import bench
+
+SAME = "same"
 
 
 @bench.method
@@ -31,43 +38,60 @@ class JTT(bench.Method):
         space = bench.training_space()
         space["id_epochs"] = bench.Int(1, 20, 1)
         space["lambda_up"] = bench.Float(1.0, 100.0, 20.0, log=True)
-        space["id_lr"] = bench.Float(1e-3, 1e-1, 1e-2, log=True)
         space["id_head"] = bench.Choice(("linear", "auto"), "linear")
-        space["upweight"] = bench.Choice(("weight", "upsample"), "weight")
+        space["upweight"] = bench.Choice(("weight", "upsample"), "weight", tune=False)
+        # stage 1's own optimiser settings; None / "same": stage 2's (the paper)
+        space["id_lr"] = bench.Float(1e-5, 1e-1, None, log=True, tune=False)
+        space["id_weight_decay"] = bench.Float(1e-6, 1.0, None, log=True, tune=False)
+        space["id_optimizer"] = bench.Choice((SAME, "adamw", "sgd"), SAME, tune=False)
+        space["id_batch_size"] = bench.Choice((SAME, 64, 128, 256, 512), SAME, tune=False)
         return space
 
     def fit(self, train, val, ctx):
-        errors, weights, cfg, hooks = self._stage_two(train, ctx)
+        errors, cfg, hooks = self._stage_two(train, ctx)
         head = ctx.make_head()
         ctx.trainer.fit(head, train, cfg, hooks)
         return bench.Predictor(head, info={"error_set": torch.nonzero(errors).flatten().cpu()})
 
     def fit_batched(self, train, val, ctxs):
         """Stage 1 per configuration (shared through the reference store), then every
-        configuration's stage 2 in one pass over the features, each equal to `fit`'s."""
+        configuration's stage 2 in one pass over the features, each equal to `fit`'s.
+        Upsampled epochs are longer than n, which the one-pass engine does not do: those
+        configurations are fitted one by one."""
+        if any(ctx.params["upweight"] == "upsample" for ctx in ctxs):
+            return super().fit_batched(train, val, ctxs)
         stages = [self._stage_two(train, ctx) for ctx in ctxs]
         heads = [ctx.make_head() for ctx in ctxs]
-        weights = torch.stack([w if h.weights is not None else torch.ones_like(w)
-                               for _, w, _, h in stages])
+        weights = torch.stack([h.weights for _, _, h in stages])
         trained = bench.fit_batched(
-            heads, train, [cfg for _, _, cfg, _ in stages], [ctx.trainer for ctx in ctxs],
-            weights, samplers=[h.sampler for _, _, _, h in stages])
+            heads, train, [cfg for _, cfg, _ in stages], [ctx.trainer for ctx in ctxs], weights)
         return [h if isinstance(h, Exception) else
                 bench.Predictor(h, info={"error_set": torch.nonzero(e).flatten().cpu()})
-                for h, (e, _, _, _) in zip(trained, stages, strict=True)]
+                for h, (e, _, _) in zip(trained, stages, strict=True)]
 
     @staticmethod
-    def _stage_two(train, ctx):  # noqa: ANN001, ANN205
-        """The identifier's error set, the up-weights and stage 2's config and hooks."""
+    def identification_config(p: dict) -> bench.TrainConfig:
+        """Stage 1: stage 2's optimiser settings for id_epochs, unless set separately."""
+        cfg = bench.TrainConfig.from_params(p)
+        own = {
+            "lr": p.get("id_lr"), "weight_decay": p.get("id_weight_decay"),
+            "optimizer": p.get("id_optimizer"), "batch_size": p.get("id_batch_size"),
+        }
+        own = {k: v for k, v in own.items() if v is not None and v != SAME}
+        return dataclasses.replace(cfg, epochs=p["id_epochs"], **own)
+
+    @classmethod
+    def _stage_two(cls, train, ctx):  # noqa: ANN001, ANN206
+        """The identifier's error set, stage 2's config and hooks."""
         p = ctx.params
-        id_cfg = bench.TrainConfig(epochs=p["id_epochs"], lr=p["id_lr"])
         head_kind = None if p["id_head"] == "auto" else p["id_head"]
-        identifier = ctx.references.erm(ctx.seed, id_cfg, head_kind=head_kind)
+        identifier = ctx.references.erm(ctx.seed, cls.identification_config(p),
+                                        head_kind=head_kind)
         errors = identifier.predict(train.x) != train.y
-        weights = torch.where(errors, float(p["lambda_up"]), 1.0)
         cfg = bench.TrainConfig.from_params(p)
         if p["upweight"] == "upsample":
-            hooks = bench.Hooks(sampler=bench.Sampler.weighted(weights, cfg.batch_size))
+            copies = torch.where(errors, max(1, round(float(p["lambda_up"]))), 1)
+            hooks = bench.Hooks(sampler=bench.Sampler.upsampled(copies, cfg.batch_size))
         else:
-            hooks = bench.Hooks(weights=weights)
-        return errors, weights, cfg, hooks
+            hooks = bench.Hooks(weights=torch.where(errors, float(p["lambda_up"]), 1.0))
+        return errors, cfg, hooks

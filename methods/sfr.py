@@ -20,7 +20,7 @@ from torch import nn
 
 import bench
 
-EPS = 1e-3
+EPS = 1e-3  # ε of the inverse score; CFR's code uses 1e-10 (the `sfr-cfr` variant)
 
 
 def disagreement(p_ref: torch.Tensor, p: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
@@ -41,10 +41,13 @@ def instance_scores(
     lo: float = 0.1,
     hi: float = 10.0,
     alpha: float = 1.0,
+    offset: float = 0.0,
+    eps: float = EPS,
 ) -> torch.Tensor:
-    """s_i = φ(d_i): `inverse` clip(c/(d+ε), lo, hi), `proportional` 1+α·d, `none` 1."""
+    """s_i = φ(d_i): `inverse` clip(c/(d+ε), lo, hi) + offset (CFR's formula is c = 0.25,
+    ε = 1e-10, lo = 0.8, hi = 2, offset 1), `proportional` 1+α·d, `none` 1."""
     if mode == "inverse":
-        return (c / (d + EPS)).clamp(lo, hi)
+        return (c / (d + eps)).clamp(lo, hi) + offset
     if mode == "proportional":
         return 1.0 + alpha * d
     if mode == "none":
@@ -61,8 +64,9 @@ def group_normalise(s: torch.Tensor, g: torch.Tensor, n_groups: int) -> torch.Te
     return len(s) / (n_present * counts[g]) * s / means[g]
 
 
-def weights_from(s: torch.Tensor, g: torch.Tensor, n_groups: int, normalise: bool) -> torch.Tensor:
-    return group_normalise(s, g, n_groups) if normalise else s
+def weights_from(s: torch.Tensor, train: bench.FeatureSplit, normalise: bool) -> torch.Tensor:
+    """Group-normalised scores, or the bare scores (which reads no group labels)."""
+    return group_normalise(s, train.g, train.n_groups) if normalise else s
 
 
 @bench.method
@@ -84,8 +88,10 @@ class SFR(bench.Method):
             alpha=bench.Float(0.1, 20.0, 2.0, log=True),
             group_norm=bench.Choice((True, False), True),
             reference=bench.Choice(("erm", "zeroshot"), "erm"),
-            warmup=bench.Int(0, 10, 2),
+            warmup=bench.Int(0, 10, 2, below="epochs"),  # at least one weight update
             update_every=bench.Int(1, 5, 1),
+            offset=bench.Float(0.0, 2.0, 0.0, tune=False),
+            eps=bench.Float(1e-10, 1e-1, EPS, log=True, tune=False),
         )
         return space
 
@@ -101,7 +107,11 @@ class SFR(bench.Method):
         p_ref = reference.probs(train.x)
         model = nn.Sequential(nn.Dropout(p["dropout"]), ctx.make_head())
         ones = torch.ones(len(train), device=train.x.device)
-        hooks = bench.Hooks(weights=weights_from(ones, train.g, train.n_groups, p["group_norm"]))
+        if p["warmup"] >= p["epochs"]:
+            raise bench.UserError(
+                f"sfr: warmup={p['warmup']} must be below epochs={p['epochs']}, else the "
+                "instance weights never update (that is sfr-groupweights)")
+        hooks = bench.Hooks(weights=weights_from(ones, train, p["group_norm"]))
         current = bench.Predictor(model)
         history = []
 
@@ -109,8 +119,9 @@ class SFR(bench.Method):
             if epoch < p["warmup"] or (epoch - p["warmup"]) % p["update_every"]:
                 return
             d = disagreement(p_ref, current.probs(train.x), train.y, p["disagreement"])
-            s = instance_scores(d, p["weighting"], p["c"], p["clip_lo"], p["clip_hi"], p["alpha"])
-            hooks.weights = weights_from(s, train.g, train.n_groups, p["group_norm"])
+            s = instance_scores(d, p["weighting"], p["c"], p["clip_lo"], p["clip_hi"], p["alpha"],
+                                p.get("offset", 0.0), p.get("eps", EPS))
+            hooks.weights = weights_from(s, train, p["group_norm"])
             history.append(epoch)
 
         hooks.before_epoch = reweight
@@ -131,4 +142,12 @@ bench.variant(
     SFR,
     {"weighting": "none", "group_norm": True},
     "SFR with uniform group-balanced weights + dropout (ablation)",
+)
+bench.variant(
+    "sfr-cfr",
+    SFR,
+    {"dropout": 0.1, "weighting": "inverse", "c": 0.25, "eps": 1e-10, "clip_lo": 0.8,
+     "clip_hi": 2.0, "offset": 1.0, "optimizer": "sgd", "lr": 1e-4, "weight_decay": 1e-5,
+     "batch_size": 128, "epochs": 100},
+    "SFR at CFR's published defaults: dropout 0.1, clip(0.25/(d+1e-10), 0.8, 2) + 1, SGD",
 )

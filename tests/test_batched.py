@@ -186,19 +186,21 @@ def test_reporters_see_every_epoch_and_a_raise_stops_only_that_configuration(spl
 
 def test_methods_fit_batched_equals_fit(tmp_path):
     """erm, reweight and jtt through the harness's contexts (two seeds, two learning rates;
-    jtt's second configuration up-samples its error set instead of weighting it)."""
+    jtt's second configuration up-samples its error set instead of weighting it, and
+    reweight's samples group-balanced batches instead of weighting losses)."""
     from bench.runner import Run, RunConfig
 
     run = Run(RunConfig(methods=["erm", "reweight", "jtt"], runs_dir=tmp_path, progress=False,
                         dataset_opts={"n_train": "600", "n_val": "300", "n_test": "400"}))
-    train, val = run.store.splits["train"], run.store.splits["val"]
     for name, entry in run.entries.items():
+        train, val = run.lent_splits(entry)
         base = {k: p.default for k, p in entry.search_space().items()}
-        other = {"upweight": "upsample", "lambda_up": 5.0} if name == "jtt" else {}
+        other = {"jtt": {"upweight": "upsample", "lambda_up": 5.0},
+                 "reweight": {"by": "sampling"}}.get(name, {})
         configs = [({**base, "lr": 3e-2, "epochs": 4}, 0),
                    ({**base, "lr": 1e-3, "epochs": 6, **other}, 1)]
-        one = [entry.create().fit(train, val, run.context(name, p, s)) for p, s in configs]
-        many = entry.create().fit_batched(train, val, [run.context(name, p, s) for p, s in configs])
+        one = [entry.create().fit(train, val, run.context(entry, p, s)) for p, s in configs]
+        many = entry.create().fit_batched(train, val, [run.context(entry, p, s) for p, s in configs])
         for a, b in zip(one, many, strict=True):
             torch.testing.assert_close(b.logits(val.x), a.logits(val.x), atol=1e-4, rtol=1e-4)
 

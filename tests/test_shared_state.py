@@ -20,8 +20,10 @@ def test_feature_store_is_shared_across_runs_and_methods(tmp_path):
         RunConfig(methods=["sfr"], out=tmp_path / "b", runs_dir=tmp_path, dataset_opts=SMALL_OPTS)
     )
     assert a.store is b.store
-    ctx1 = a.context("erm", {}, 0)
-    ctx2 = a.context("sfr", {}, 1)
+    from bench import registry
+
+    ctx1 = a.context(registry.get_method("erm"), {}, 0)
+    ctx2 = b.context(registry.get_method("sfr"), {}, 1)
     assert ctx1.store.splits["train"].x.data_ptr() == ctx2.store.splits["train"].x.data_ptr()
 
 

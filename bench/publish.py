@@ -33,7 +33,7 @@ from bench.leaderboard import (
 )
 from bench.metrics import METRIC_NAMES
 from bench.provenance import now
-from bench.results import SCHEMA, make_frame
+from bench.results import ADDED_COLUMNS, SCHEMA, conform, make_frame
 from bench.tracking import metric_key
 
 ROW_TAG = "spurbench.row"
@@ -74,10 +74,10 @@ def read_table(path: Path, flag: str = "--from") -> pl.DataFrame:
             df = pl.read_parquet(f)
         except Exception as exc:
             raise UserError(f"{flag} {f}: unreadable parquet ({type(exc).__name__})") from None
-        missing = [c for c in SCHEMA if c not in df.columns]
+        missing = [c for c in SCHEMA if c not in df.columns and c not in ADDED_COLUMNS]
         if missing:
             raise UserError(f"{flag} {f}: not a spurbench results table (no column {missing[0]})")
-        frames.append(df.select(list(SCHEMA)).cast(SCHEMA))
+        frames.append(conform(df))
     return pl.concat(frames, how="vertical")
 
 

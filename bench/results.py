@@ -33,6 +33,17 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+# Columns added after the first release: a table written before them reads as null there.
+ADDED_COLUMNS = ("replicate", "replicates", "space_dim", "best_is_default")
+
+
+def conform(df: pl.DataFrame) -> pl.DataFrame:
+    """A results table in the current schema: columns added since it was written are null."""
+    missing = [c for c in ADDED_COLUMNS if c not in df.columns]
+    df = df.with_columns(pl.lit(None, dtype=SCHEMA[c]).alias(c) for c in missing)
+    return df.select(list(SCHEMA)).cast(SCHEMA)
+
+
 def metric_fields(val: Metrics | None, test: Metrics | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for split, m in (("val", val), ("test", test)):

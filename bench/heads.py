@@ -20,7 +20,10 @@ HEAD_KINDS = ("auto", "linear", "prompt")
 class LinearHead(nn.Module):
     def __init__(self, dim: int, n_classes: int, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        self.linear = nn.Linear(dim, n_classes)
+        # skip_init: nn.Linear's own initialisation would draw from the global torch
+        # stream (which e.g. dropout masks also use), so a fit's numbers would depend on
+        # how many heads were made before it in the process
+        self.linear = nn.utils.skip_init(nn.Linear, dim, n_classes)
         bound = 1.0 / dim**0.5
         with torch.no_grad():
             w = torch.rand(n_classes, dim, generator=generator) * 2 * bound - bound

@@ -23,8 +23,6 @@ from bench.publish import publish
 # A method plugin written like a third party's: it imports only `bench`. The broken
 # variant has a realistic bug: it trains on the spurious attribute instead of the label.
 PROBE = """
-import dataclasses
-
 import bench
 
 
@@ -32,7 +30,7 @@ import bench
 class Probe(bench.Method):
     name = "probe"
     description = "ERM, as a plugin under test"
-    group_labels = frozenset()
+    group_labels = frozenset({{"train"}})  # may read train.a (which the bug does)
 
     def search_space(self):
         return bench.training_space()
@@ -44,7 +42,8 @@ class Probe(bench.Method):
         return bench.Predictor(head)
 """
 GOOD = PROBE.format(fix="train")
-BROKEN = PROBE.format(fix="dataclasses.replace(train, y=train.a)  # the bug")
+BROKEN = PROBE.format(fix="bench.FeatureSplit(train.name, train.x, train.a, train.a, train.g, "
+                          "train.eval_masks, train.n_classes, train.n_groups)  # the bug: y=a")
 SMALL = ["--dataset-opt", "n_train=1000", "--dataset-opt", "n_val=400",
          "--dataset-opt", "n_test=800"]
 
@@ -213,7 +212,7 @@ def test_differing_trial_budget_and_label_use_are_noted(runs, tmp_path):
                       ).write_parquet(tmp_path / "results.parquet")
     cmp = compare(runs["board"], tmp_path)
     assert "tuning trials 0 → 8 for probe (the search differs" in " ".join(cmp.notes)
-    assert "group labels used none → train,val for probe" in " ".join(cmp.notes)
+    assert "group labels used train → train,val for probe" in " ".join(cmp.notes)
     res = CliRunner().invoke(app, ["compare", str(runs["board"]), str(tmp_path)])
     assert "tuning trials 0 → 8" in res.output
     assert not method_notes_of(runs["board"], runs["good"])

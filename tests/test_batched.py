@@ -200,7 +200,8 @@ def test_methods_fit_batched_equals_fit(tmp_path):
         configs = [({**base, "lr": 3e-2, "epochs": 4}, 0),
                    ({**base, "lr": 1e-3, "epochs": 6, **other}, 1)]
         one = [entry.create().fit(train, val, run.context(entry, p, s)) for p, s in configs]
-        many = entry.create().fit_batched(train, val, [run.context(entry, p, s) for p, s in configs])
+        ctxs = [run.context(entry, p, s) for p, s in configs]
+        many = entry.create().fit_batched(train, val, ctxs)
         for a, b in zip(one, many, strict=True):
             torch.testing.assert_close(b.logits(val.x), a.logits(val.x), atol=1e-4, rtol=1e-4)
 

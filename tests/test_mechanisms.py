@@ -143,12 +143,6 @@ def test_sfr_instance_weights_beat_uniform_group_weights(noise_data, noise_run):
     assert variant.fixed == {"weighting": "none", "group_norm": True}
     sfr = params_of("sfr")
     assert sfr["weighting"] == "inverse" and sfr["group_norm"] is True
-    for seed in SEEDS:
-        # Train the shared ERM references first. Building a LinearHead draws from the global
-        # torch RNG (nn.Linear's own init, overwritten after), which is also the stream of
-        # SFR's dropout masks: the arm that trained a reference would get other masks than
-        # the arm that found it in the memo, and the pair would no longer share streams.
-        noise_run.references.erm(seed)
     preds, method = fit_seeds(noise_run, "sfr", sfr)
     ablated, ablation = fit_seeds(noise_run, "sfr", {**sfr, **variant.fixed})
     train = noise_run.store.splits["train"]

@@ -13,6 +13,7 @@ import json
 import optuna
 import polars as pl
 import pytest
+import torch
 from conftest import SMALL, bench_cli
 from optuna.trial import TrialState
 
@@ -252,3 +253,18 @@ def test_results_record_the_head_a_method_trained(tmp_path):
                        seeds=1, params=FAST[:1]))
     heads = dict(result.results.select("method", "head").iter_rows())
     assert heads == {"dfr": "linear", "erm": "prompt"}
+
+
+def test_a_fit_does_not_depend_on_what_the_process_did_before(tmp_path):
+    """The first sfr fit trains its ERM reference, the second finds it cached: same head
+    (making a head never draws from the global stream that dropout masks use)."""
+    from conftest import default_params
+
+    r = Run(small(tmp_path, "order", methods=["sfr"]))
+    entry = registry.get_method("sfr")
+    params = {**default_params(entry), "epochs": 3, "warmup": 1}
+    x = r.store.splits["val"].x
+    first = r.fit(entry, params, 0).logits(x)
+    assert r.references.trained == 1
+    second = r.fit(entry, params, 0).logits(x)
+    assert r.references.trained == 1 and torch.equal(first, second)

@@ -18,7 +18,7 @@ from bench.formats import (
     split_column,
     wilds_download,
 )
-from bench.heads import HeadFactory, LinearHead, PromptHead
+from bench.heads import FeatureDropout, HeadFactory, LinearHead, PromptHead
 from bench.method import Context, Method
 from bench.metrics import Metrics
 from bench.metrics import compute as compute_metrics
@@ -34,6 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Choice", "Context", "Dataset", "DatasetOptions", "DatasetSpec", "EvalGroups",
+    "FeatureDropout",
     "FeatureSplit", "FeatureStore", "Float", "HeadFactory", "Hooks", "Int", "LinearHead",
     "Method", "Metrics", "NonFiniteLoss", "Predictor", "PromptHead", "Sampler", "TrainConfig",
     "Trainer", "UserError", "__version__", "compute_metrics", "dataset", "group_balanced_weights",

@@ -55,6 +55,30 @@ class PromptHead(nn.Module):
         return self.logit_scale * z @ self.text.T
 
 
+class FeatureDropout(nn.Module):
+    """Dropout on the feature before a head (training only), with masks drawn from a
+    generator seeded by the fit's own generator: nn.Dropout draws from the global torch
+    stream, which any other work in the process (another configuration's fit, a head
+    being made) moves, so a fit's numbers would depend on what ran beside it."""
+
+    def __init__(self, p: float, generator: torch.Generator) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise UserError(f"dropout {p}: expected 0 <= p < 1")
+        self.p = float(p)
+        self.seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        self._gen: torch.Generator | None = None
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return h
+        if self._gen is None or self._gen.device != h.device:
+            self._gen = torch.Generator(device=h.device)
+            self._gen.manual_seed(self.seed)
+        keep = torch.rand(h.shape, generator=self._gen, device=h.device) >= self.p
+        return h * keep / (1.0 - self.p)
+
+
 @dataclass
 class HeadFactory:
     """Makes fresh heads for one FeatureStore; `kind='auto'` picks prompt when text exists."""

@@ -105,7 +105,7 @@ class SFR(bench.Method):
             else ctx.references.erm(ctx.seed)
         )
         p_ref = reference.probs(train.x)
-        model = nn.Sequential(nn.Dropout(p["dropout"]), ctx.make_head())
+        model = nn.Sequential(bench.FeatureDropout(p["dropout"], ctx.generator), ctx.make_head())
         ones = torch.ones(len(train), device=train.x.device)
         if p["warmup"] >= p["epochs"]:
             raise bench.UserError(

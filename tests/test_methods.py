@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import default_params
 
+import bench
 from bench import registry
 from bench.errors import UserError
 from bench.predictor import Predictor
@@ -212,7 +213,7 @@ def test_sfr_dropout_on_in_training_off_in_evaluation(run):
     model.eval()
     assert torch.equal(model(x), Predictor(model).logits(x))
     dropout = model[0]
-    assert isinstance(dropout, torch.nn.Dropout) and dropout.p == 0.5
+    assert isinstance(dropout, bench.FeatureDropout) and dropout.p == 0.5
 
 
 def test_sfr_weights_are_updated_and_balanced(run):

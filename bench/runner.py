@@ -168,13 +168,17 @@ class Run:
             out.append(split)
         return out[0], out[1]
 
-    def selection_score(self, predictor: Predictor) -> float:
-        """The validation score the selection rule ranks by; a label-free rule sees the
-        validation split without its group labels."""
+    def selection_metrics(self, predictor: Predictor) -> Metrics:
+        """Validation metrics as the selection rule sees them: a label-free rule sees the
+        validation split without its group labels (so only label-free metrics)."""
         val = self.store.splits["val"]
         if not self.rule.val_group_labels:
             val = val.withhold(f"selection '{self.rule.name}' uses no group labels")
-        return select_score(evaluate(predictor, val, self.store).as_dict(), self.rule)
+        return evaluate(predictor, val, self.store)
+
+    def selection_score(self, predictor: Predictor) -> float:
+        """The validation score the selection rule ranks by."""
+        return select_score(self.selection_metrics(predictor).as_dict(), self.rule)
 
     def context(self, entry: MethodEntry, params: dict[str, Any], seed: int) -> Context:
         method = entry.name
@@ -407,7 +411,8 @@ class Run:
             )
             try:
                 predictor = self.fit(entry, params, seed, trial=trial, log_to=(tracker, run_id))
-                score = self.selection_score(predictor)
+                val = {k: v for k, v in self.selection_metrics(predictor).as_dict().items()
+                       if math.isfinite(v)}
             except optuna.TrialPruned:
                 tracker.end_child(run_id, "FINISHED", tags={"spurbench.state": "PRUNED"})
                 raise
@@ -419,13 +424,13 @@ class Run:
                 tracker.end_child(run_id, "FAILED", tags={
                     "spurbench.state": "FAIL", "spurbench.fail_reason": reason})
                 raise
+            score = float(val.get(self.rule.metric, math.nan))
             ok = math.isfinite(score)
-            val = {f"val_{self.rule.metric}": score}
             tracker.end_child(
-                run_id, "FINISHED" if ok else "FAILED", val,
+                run_id, "FINISHED" if ok else "FAILED", {f"val_{k}": v for k, v in val.items()},
                 {"spurbench.state": "COMPLETE" if ok else "FAIL", "spurbench.score": str(score)},
             )
-            return score, val
+            return score, {f"val_{k}": v for k, v in val.items()}
 
         def on_trial(_: optuna.trial.FrozenTrial) -> None:
             if on_progress is not None:

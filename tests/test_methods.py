@@ -202,7 +202,7 @@ def test_sfr_disagreements():
 
 def test_sfr_dropout_on_in_training_off_in_evaluation(run):
     entry = registry.get_method("sfr")
-    params = {**default_params(entry), "epochs": 1, "dropout": 0.5}
+    params = {**default_params(entry), "epochs": 1, "warmup": 0, "dropout": 0.5}
     pred = run.fit(entry, params, 0)
     model = pred.module
     x = run.store.splits["val"].x[:64]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,7 +38,7 @@ from bench.cpu_workers import cpu_workers, parallel_map, prefetched, split
 from bench.heads import LinearHead, PromptHead
 from bench.samplers import Sampler
 from bench.store import FeatureSplit
-from bench.trainer import NonFiniteLoss, TrainConfig, Trainer, report_every
+from bench.train_config import NonFiniteLoss, TrainConfig, report_every
 
 BLOCK_ROWS = 1024  # rows per gradient block (never more than a batch)
 GATHER_BYTES = 8 << 20  # rows gathered at once: enough work per call, still cache-resident
@@ -481,7 +482,7 @@ def fit_batched(
     heads: list[nn.Module],
     data: FeatureSplit,
     cfgs: list[TrainConfig],
-    trainers: list[Trainer],
+    trainers: list[Any],  # bench.Trainer: its .generator (batch order) and .reporter
     weights: torch.Tensor | None = None,
     samplers: list[Sampler | None] | None = None,
     report: bool = True,

@@ -6,37 +6,13 @@ resolved by bench.openclip_encoder (image and text towers of any open_clip model
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from bench.encoder_base import Encoded, Encoder
 from bench.errors import UserError
 from bench.spec import DatasetSpec
 
-
-@dataclass
-class Encoded:
-    features: np.ndarray  # [N, D] float32, rows aligned with spec.metadata
-    class_text: np.ndarray | None = None  # [C, D'] prompt-ensembled class embeddings
-    visual_projection: np.ndarray | None = None  # [D', D] or None
-    logit_scale: float = 100.0
-    untrained: bool = False
-
-
-class Encoder:
-    id: str = ""
-    untrained: bool = False
-
-    def encode(self, spec: DatasetSpec) -> Encoded:
-        raise NotImplementedError
-
-    def cache_identity(self) -> dict[str, object]:
-        """What, besides the data, decides this encoder's output: part of the cache key.
-
-        Subclasses add their weights identity (tag, checkpoint size and mtime) and
-        preprocessing; the id alone is enough only for encoders without weights.
-        """
-        return {"id": self.id}
+__all__ = ["Encoded", "Encoder", "IdentityEncoder", "default_encoder_for", "get_encoder"]
 
 
 class IdentityEncoder(Encoder):

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from bench.encoders import Encoded, Encoder
+from bench.encoder_base import Encoded, Encoder
 from bench.errors import UserError, did_you_mean
 from bench.spec import DatasetSpec
 

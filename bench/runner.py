@@ -38,6 +38,7 @@ from bench.references import ReferenceStore
 from bench.registry import MethodEntry
 from bench.run_config import RunConfig, parse_params, resolve_device
 from bench.run_dir import claim, exclusive, link_latest, read_state, write_json_atomic
+from bench.run_record import publish_run
 from bench.seeding import TUNING_SEED_BASE, derive_seed, final_seeds, generator, tuning_seed
 from bench.selection import SelectionRule, check_allowed, get_rule, labels_used, select_score
 from bench.space import Param, violations
@@ -241,8 +242,6 @@ class Run:
             return self._execute()
 
     def _execute(self) -> RunResult:
-        from bench.worker import publish_run
-
         cfg = self.cfg
         claim(self.run_dir, self.identity())
         cfg.runs_dir.mkdir(parents=True, exist_ok=True)

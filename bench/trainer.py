@@ -9,60 +9,21 @@ full-fine-tuning mode, where the batch comes from an image stream instead of a t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bench import batched
 from bench.cpu_workers import one_thread
 from bench.heads import LinearHead, PromptHead
 from bench.samplers import Sampler
 from bench.store import FeatureSplit
+from bench.train_config import EpochFn, Hooks, NonFiniteLoss, TrainConfig, report_every
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-EpochFn = Callable[[int, nn.Module], None]
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 20
-    lr: float = 1e-2
-    weight_decay: float = 1e-4
-    batch_size: int = 256
-    optimizer: str = "adamw"  # adamw | sgd
-    momentum: float = 0.9
-
-    @classmethod
-    def from_params(cls, p: dict) -> TrainConfig:
-        """The optimisation settings out of a trial's parameters (see bench.training_space)."""
-        keys = ("epochs", "lr", "weight_decay", "batch_size", "optimizer")
-        return cls(**{k: p[k] for k in keys if k in p})
-
-
-@dataclass
-class Hooks:
-    """How a method shapes training. All optional; the defaults give plain ERM.
-
-    weights: per-example loss weights over the training split (loss = Σ w·CE / Σ w).
-    sampler: how batches are drawn (default: uniform, without replacement).
-    loss: (logits, y, idx) -> scalar, replacing the weighted cross-entropy.
-    before_epoch: called with (epoch, head) before each epoch; may change `weights`.
-    """
-
-    weights: torch.Tensor | None = None
-    sampler: Sampler | None = None
-    loss: LossFn | None = None
-    before_epoch: EpochFn | None = None
-
-
-def report_every(epochs: int, reports: int = 5) -> int:
-    """Validation reports per fit are capped (about 5): each one is a storage round trip
-    for the pruner and MLflow, which at 20+ epochs cost more than the training itself."""
-    return max(1, epochs // reports)
-
+__all__ = ["Hooks", "NonFiniteLoss", "TrainConfig", "Trainer", "report_every"]
 
 SMALL_STEP = 1 << 20  # elements per batch below which one CPU thread is fastest
 
@@ -77,10 +38,6 @@ def few_threads(device: torch.device, batch_elems: int) -> Iterator[None]:
         return
     with one_thread():
         yield
-
-
-class NonFiniteLoss(RuntimeError):
-    """Training diverged; the trial is recorded as failed with this reason."""
 
 
 def _analytic(head: nn.Module, data: FeatureSplit, hooks: Hooks) -> bool:
@@ -133,10 +90,8 @@ class Trainer:
         if engine not in ("auto", "autograd"):
             raise ValueError(f"engine {engine!r}: expected 'auto' or 'autograd'")
         if engine == "auto" and _analytic(head, data, hooks):
-            from bench.batched import fit_batched  # batched builds on this module
-
-            (out,) = fit_batched([head], data, [cfg], [self], hooks.weights, [hooks.sampler],
-                                 report=report)
+            (out,) = batched.fit_batched([head], data, [cfg], [self], hooks.weights,
+                                         [hooks.sampler], report=report)
             if isinstance(out, Exception):  # divergence, or the reporter pruned the trial
                 raise out
             return out

@@ -46,7 +46,6 @@ from bench.tuning import (
 
 if TYPE_CHECKING:
     from bench.registry import MethodEntry
-    from bench.runner import Run
     from bench.space import Param
 
 log = logging.getLogger("bench.tuning")
@@ -88,7 +87,7 @@ class Prefit:
         return result
 
 
-def _fit_batch(run: Run, entry: MethodEntry, params: list[dict], seeds: list[int],
+def _fit_batch(run: Any, entry: MethodEntry, params: list[dict], seeds: list[int],
                trials: list[Any] | None) -> Prefit:
     """Fit every configuration with the method's fit_batched; per-epoch validation scores
     feed each trial's pruner as in `Run.fit`."""
@@ -114,7 +113,7 @@ def _fit_batch(run: Run, entry: MethodEntry, params: list[dict], seeds: list[int
     return prefit
 
 
-def _reporter(run: Run, trial: optuna.Trial, history: list) -> Callable:
+def _reporter(run: Any, trial: optuna.Trial, history: list) -> Callable:
     def report(epoch: int, head: torch.nn.Module) -> None:
         score = run.selection_score(Predictor(head))
         history.append((epoch, score))
@@ -125,14 +124,14 @@ def _reporter(run: Run, trial: optuna.Trial, history: list) -> Callable:
     return report
 
 
-def prefit_seeds(run: Run, entry: MethodEntry, params: dict[str, Any], seeds: list[int]) -> None:
+def prefit_seeds(run: Any, entry: MethodEntry, params: dict[str, Any], seeds: list[int]) -> None:
     """Final seeds of a batched method in one computation; `Run.fit` hands them out."""
     if len(seeds) > 1 and batches(entry):
         run.prefit = _fit_batch(run, entry, [params] * len(seeds), seeds, None)
 
 
 def tune_parallel(
-    run: Run,
+    run: Any,
     entry: MethodEntry,
     study: optuna.Study,
     space: dict[str, Param],

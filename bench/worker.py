@@ -13,7 +13,6 @@ so a seed is never run twice; a worker never writes results.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -25,14 +24,12 @@ import optuna
 
 from bench import heartbeat
 from bench.errors import UserError
-from bench.provenance import now, version
 from bench.redact import MASK, redact, remember
+from bench.run_record import RECORD_ATTR, RECORD_PREFIX
 from bench.runner import Run, RunConfig
 from bench.tracking import Tracker
 from bench.tuning import finished_trials, open_storage
 
-RECORD_PREFIX = "spurbench-run|"
-RECORD_ATTR = "record"
 JOINABLE = ("running", "interrupted", "failed")  # the coordinator resumes the latter two
 
 
@@ -62,26 +59,6 @@ class MethodReport:
 
 
 # -- the record ----------------------------------------------------------------------------
-def _record_study(storage: str, key: str) -> optuna.Study:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(
-        storage=open_storage(storage), study_name=RECORD_PREFIX + key, load_if_exists=True
-    )
-
-
-def publish_run(run: Run, tracker: Tracker, status: str) -> None:
-    """Write (or update) the coordinator's run record in the storage."""
-    record = {
-        "key": run.key, "status": status,
-        "config": json.loads(redact(json.dumps(run.cfg.identity(), default=str))),
-        "methods": list(run.entries), "dataset": run.spec.name,
-        "dataset_fingerprint": run.spec.fingerprint(), "encoder": run.encoder_id,
-        "tracking_uri": redact(tracker.uri), "experiment": f"spurbench/{run.spec.name}",
-        "parent_run_id": tracker.parent_id, "spurbench_version": version(), "updated": now(),
-    }
-    _record_study(run.storage, run.key).set_user_attr(RECORD_ATTR, record)
-
-
 def list_runs(storage: str) -> list[dict[str, Any]]:
     """Every run published in the storage, newest first."""
     summaries = optuna.get_all_study_summaries(open_storage(storage), include_best_trial=False)

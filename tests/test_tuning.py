@@ -221,11 +221,11 @@ def test_bad_storage_urls_are_user_errors_without_the_password():
 
 # -- the worker handshake -------------------------------------------------------------------
 def publish(storage: str, key: str, status: str = "running", **extra) -> dict:
-    from bench.worker import RECORD_ATTR, _record_study
+    from bench.run_record import RECORD_ATTR, record_study
 
     record = {"key": key, "status": status, "updated": key, "tracking_uri": "sqlite:////x.db",
               **extra}
-    _record_study(storage, key).set_user_attr(RECORD_ATTR, record)
+    record_study(storage, key).set_user_attr(RECORD_ATTR, record)
     return record
 
 

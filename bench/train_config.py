@@ -1,0 +1,59 @@
+"""What a training run is asked to do: the optimisation settings, the hooks by which a
+method shapes training, and the error for a run that diverged. Shared by both training
+engines (bench.trainer's autograd reference and bench.batched's analytic one)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from bench.samplers import Sampler
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+EpochFn = Callable[[int, nn.Module], None]
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    lr: float = 1e-2
+    weight_decay: float = 1e-4
+    batch_size: int = 256
+    optimizer: str = "adamw"  # adamw | sgd
+    momentum: float = 0.9
+
+    @classmethod
+    def from_params(cls, p: dict) -> TrainConfig:
+        """The optimisation settings out of a trial's parameters (see bench.training_space)."""
+        keys = ("epochs", "lr", "weight_decay", "batch_size", "optimizer")
+        return cls(**{k: p[k] for k in keys if k in p})
+
+
+@dataclass
+class Hooks:
+    """How a method shapes training. All optional; the defaults give plain ERM.
+
+    weights: per-example loss weights over the training split (loss = Σ w·CE / Σ w).
+    sampler: how batches are drawn (default: uniform, without replacement).
+    loss: (logits, y, idx) -> scalar, replacing the weighted cross-entropy.
+    before_epoch: called with (epoch, head) before each epoch; may change `weights`.
+    """
+
+    weights: torch.Tensor | None = None
+    sampler: Sampler | None = None
+    loss: LossFn | None = None
+    before_epoch: EpochFn | None = None
+
+
+def report_every(epochs: int, reports: int = 5) -> int:
+    """Validation reports per fit are capped (about 5): each one is a storage round trip
+    for the pruner and MLflow, which at 20+ epochs cost more than the training itself."""
+    return max(1, epochs // reports)
+
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training diverged; the trial is recorded as failed with this reason."""

@@ -28,12 +28,13 @@ from bench.samplers import Sampler, group_balanced_weights
 from bench.space import Choice, Float, Int, training_space
 from bench.spec import DatasetSpec, EvalGroups
 from bench.store import FeatureSplit, FeatureStore
+from bench.train_config import BatchRule
 from bench.trainer import Hooks, NonFiniteLoss, TrainConfig, Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Choice", "Context", "Dataset", "DatasetOptions", "DatasetSpec", "EvalGroups",
+    "BatchRule", "Choice", "Context", "Dataset", "DatasetOptions", "DatasetSpec", "EvalGroups",
     "FeatureDropout",
     "FeatureSplit", "FeatureStore", "Float", "HeadFactory", "Hooks", "Int", "LinearHead",
     "Method", "Metrics", "NonFiniteLoss", "Predictor", "PromptHead", "Sampler", "TrainConfig",

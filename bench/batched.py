@@ -38,7 +38,7 @@ from bench.cpu_workers import cpu_workers, parallel_map, prefetched, split
 from bench.heads import LinearHead, PromptHead
 from bench.samplers import Sampler
 from bench.store import FeatureSplit
-from bench.train_config import NonFiniteLoss, TrainConfig, report_every
+from bench.train_config import BatchRule, NonFiniteLoss, TrainConfig, report_every
 
 BLOCK_ROWS = 1024  # rows per gradient block (never more than a batch)
 GATHER_BYTES = 8 << 20  # rows gathered at once: enough work per call, still cache-resident
@@ -103,12 +103,14 @@ class _Linear(_Kind):
     def grad(self, segs, k, xb, oh, scale, out, accumulate, shared) -> None:  # noqa: ANN001
         """Σ_i scale_i ∇CE_i over the block into `out` (added to it when accumulating)."""
         c, d = self.c, self.d
-        if shared and k == 1 and c == 2:
+        if shared and k == 1 and c == 2 and not callable(scale):
             self._binary_grad(segs, xb, oh, scale.reshape(-1), out, accumulate)
             return
         if shared:  # xb [n, D]: one matrix product serves all K heads
             w, b = segs[0].view(k * c, d), segs[1].view(k * c)
             logits = torch.addmm(b, xb, w.t()).view(-1, k, c)
+            if callable(scale):
+                scale = scale(logits, 0, k)
             g = _softmax_(logits).sub_(oh.unsqueeze(1)).mul_(scale)
             g2 = g.view(-1, k * c)
             gw, gb = out[0].view(k * c, d), out[1].view(k * c)
@@ -121,6 +123,8 @@ class _Linear(_Kind):
             return
         w, b = segs[0].view(k, c, d), segs[1].view(k, c)  # xb [K, n, D]: own rows per head
         logits = torch.baddbmm(b.unsqueeze(1), xb, w.transpose(1, 2))
+        if callable(scale):
+            scale = scale(logits, 0, k)
         g = _softmax_(logits).sub_(oh).mul_(scale)
         gw, gb = out[0].view(k, c, d), out[1].view(k, c)
         if accumulate:
@@ -202,7 +206,11 @@ class _Prompt(_Kind):
         for lo in range(0, k, per):
             hi = min(k, lo + per)
             p, o = segs[0][lo * size : hi * size], out[0][lo * size : hi * size]
-            if shared:
+            if callable(scale):  # a batch rule: the scale of configurations lo..hi
+                sc = partial(_offset_rule, scale, lo, hi)
+                self._grad(p, hi - lo, xb if shared else xb[lo:hi], oh if shared else oh[lo:hi],
+                           sc, o, accumulate, shared)
+            elif shared:
                 sc = scale if scale.shape[1] == 1 else scale[:, lo:hi]
                 self._grad(p, hi - lo, xb, oh, sc, o, accumulate, True)
             else:
@@ -218,6 +226,8 @@ class _Prompt(_Kind):
         r = u.norm(dim=-1, keepdim=True).clamp_min_(1e-12)  # F.normalize's eps
         z = u / r
         logits = (z @ t.t()).mul_(s)
+        if callable(scale):
+            scale = scale(logits)
         g = _softmax_(logits).sub_(oh if not shared else oh.unsqueeze(1)).mul_(scale)
         dz = (g @ t).mul_(s)
         du = dz.sub_(z * (z * dz).sum(-1, keepdim=True)).div_(r)
@@ -229,6 +239,28 @@ class _Prompt(_Kind):
             gp = out.view(k, e, d)
             dut = du.transpose(1, 2)
             gp.baddbmm_(dut, xb) if accumulate else torch.bmm(dut, xb, out=gp)
+
+
+def _offset_rule(rule, lo: int, hi: int, logits: torch.Tensor):  # noqa: ANN001, ANN202
+    return rule(logits, lo, hi)
+
+
+def _rule_scale(rules: list[BatchRule], rows: torch.Tensor, oh: torch.Tensor,
+                shared: bool):  # noqa: ANN202
+    """The scale callable a stack's gradient calls with its block's logits: each
+    configuration's rule turns its rows' cross-entropies into weights."""
+
+    def scale(logits: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        z = logits.transpose(0, 1) if shared else logits  # [k, n, C]
+        ohk = oh.unsqueeze(0) if shared else oh[lo:hi]
+        ce = (z.logsumexp(-1) - (z * ohk).sum(-1)).detach()
+        out = torch.stack([
+            rules[lo + j].scale(ce[j], rows if shared else rows[lo + j])
+            for j in range(hi - lo)
+        ]).to(logits.dtype)  # [k, n]
+        return out.t().unsqueeze(-1) if shared else out.unsqueeze(-1)
+
+    return scale
 
 
 def _kind_of(heads: list[nn.Module]) -> _Kind:
@@ -487,11 +519,15 @@ def fit_batched(
     samplers: list[Sampler | None] | None = None,
     report: bool = True,
     block_rows: int = BLOCK_ROWS,
+    rules: list[BatchRule] | None = None,
 ) -> list[nn.Module | Exception]:
     """Train heads[k] with cfgs[k] as trainers[k].fit would, all K in one computation.
 
     weights: per-example loss weights, [N] shared or [K, N] per configuration.
     samplers: per configuration, None for uniform batches of cfgs[k].batch_size.
+    rules: per configuration, a BatchRule that weights each batch's rows from their own
+    losses (then `weights` must be None, and every configuration has one batch size: a
+    rule sees whole batches, so a block is exactly one batch).
     Returns the trained heads (in eval mode), or for a configuration that diverged or
     whose reporter raised (a pruned trial), that exception.
     """
@@ -503,6 +539,12 @@ def fit_batched(
         raise ValueError(f"weights has {weights.shape[0]} rows for {n_cfg} configurations")
     kind = _kind_of(heads)
     x, n = data.x, len(data)
+    if rules is not None:
+        batches = {min(c.batch_size, n) for c in cfgs}
+        if len(rules) != n_cfg or weights is not None or len(batches) != 1:
+            raise ValueError("batch rules need one rule per configuration, no loss weights, "
+                             "and one batch size for all configurations")
+        block_rows = batches.pop()  # one block is one batch: the rule sees all its rows
     device = x.device
     onehot = F.one_hot(data.y, data.n_classes).to(x.dtype)
     results: list[nn.Module | Exception | None] = [None] * n_cfg
@@ -519,7 +561,7 @@ def fit_batched(
     stacks = [_Stack(kind, ks, heads, cfgs, key[2], device) for key, ks in groups.items()]
     blocks = _blocks(n, {s.batch for s in stacks}, block_rows)
     row_bytes = x.shape[1] * x.element_size()
-    workers = cpu_workers(device)
+    workers = cpu_workers(device) if rules is None else 1  # a rule sees its whole batch
     bufs = [x.new_empty(0, x.shape[1])] * 2  # gathered rows, reused across spans and epochs
 
     def finish(k: int, outcome: nn.Module | Exception) -> None:
@@ -538,7 +580,8 @@ def fit_batched(
         orders = _draw_orders(live, device)
         # one batch per epoch (full-batch training): the row order only changes rounding,
         # so stream the rows in storage order instead of gathering them at random
-        stream = all(st.batch >= n for st in stacks)
+        stream = all(st.batch >= n for st in stacks) and all(  # a permutation of every row
+            c.sampler.weights is None and c.sampler.pool is None for c in live.values())
         if stream:
             ident = torch.arange(n, device=device)
             orders = {k: ident for k in orders}
@@ -568,9 +611,12 @@ def fit_batched(
             for (g0, _, span), rows in zip(spans, items, strict=True):
                 for start, end in span:
                     a, b = start - g0, end - g0
-                    for st, sc, (xg, ohg) in zip(stacks, scales, rows, strict=True):
+                    for st, o, sc, (xg, ohg) in zip(stacks, ords, scales, rows, strict=True):
                         xb, oh = xg.narrow(-2, a, b - a), ohg.narrow(-2, a, b - a)
-                        if shared:
+                        if rules is not None:
+                            idx = o[0, start:end] if shared else o[:, start:end]
+                            s = _rule_scale([rules[k] for k in st.ks], idx, oh, shared)
+                        elif shared:
                             s = _shared_scale(sc, start, end)
                         else:
                             s = (sc[:, start:end].unsqueeze(-1) if sc.dim() == 2

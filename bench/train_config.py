@@ -32,6 +32,16 @@ class TrainConfig:
         return cls(**{k: p[k] for k in keys if k in p})
 
 
+class BatchRule:
+    """Turns one batch's per-example losses into per-example loss weights (the batch's
+    loss is Σ_i s_i · CE_i), with state that persists across batches: Group DRO's online
+    q. Both engines call it once per batch with the batch's cross-entropies (no
+    gradient) and the rows' example indices."""
+
+    def scale(self, ce: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
 @dataclass
 class Hooks:
     """How a method shapes training. All optional; the defaults give plain ERM.
@@ -40,12 +50,14 @@ class Hooks:
     sampler: how batches are drawn (default: uniform, without replacement).
     loss: (logits, y, idx) -> scalar, replacing the weighted cross-entropy.
     before_epoch: called with (epoch, head) before each epoch; may change `weights`.
+    batch_rule: per-example weights from each batch's own losses (instead of `weights`).
     """
 
     weights: torch.Tensor | None = None
     sampler: Sampler | None = None
     loss: LossFn | None = None
     before_epoch: EpochFn | None = None
+    batch_rule: BatchRule | None = None
 
 
 def report_every(epochs: int, reports: int = 5) -> int:

@@ -43,7 +43,8 @@ def few_threads(device: torch.device, batch_elems: int) -> Iterator[None]:
 def _analytic(head: nn.Module, data: FeatureSplit, hooks: Hooks) -> bool:
     """Whether bench.fit_batched computes exactly this training: a built-in head (not a
     subclass, whose forward may differ), every parameter trained, float32 features, the
-    loss the weighted cross-entropy, and epochs of n examples."""
+    loss the weighted cross-entropy (weights fixed or from a batch rule), and epochs of
+    n examples."""
     return (
         type(head) in (LinearHead, PromptHead)
         and all(p.requires_grad for p in head.parameters())
@@ -87,11 +88,14 @@ class Trainer:
         engine "autograd", through autograd and torch.optim. Both give the same head up to
         floating-point rounding (tests/test_batched.py holds them to it)."""
         hooks = hooks or Hooks()
+        if hooks.batch_rule is not None and (hooks.weights is not None or hooks.loss):
+            raise ValueError("a batch rule sets the loss weights: give no weights or loss")
         if engine not in ("auto", "autograd"):
             raise ValueError(f"engine {engine!r}: expected 'auto' or 'autograd'")
         if engine == "auto" and _analytic(head, data, hooks):
+            rules = None if hooks.batch_rule is None else [hooks.batch_rule]
             (out,) = batched.fit_batched([head], data, [cfg], [self], hooks.weights,
-                                         [hooks.sampler], report=report)
+                                         [hooks.sampler], report=report, rules=rules)
             if isinstance(out, Exception):  # divergence, or the reporter pruned the trial
                 raise out
             return out
@@ -115,6 +119,9 @@ class Trainer:
                 logits = head(data.x[idx])
                 if hooks.loss is not None:
                     loss = hooks.loss(logits, data.y[idx], idx)
+                elif hooks.batch_rule is not None:
+                    ce = F.cross_entropy(logits, data.y[idx], reduction="none")
+                    loss = (hooks.batch_rule.scale(ce.detach(), idx) * ce).sum()
                 elif hooks.weights is not None:
                     w = hooks.weights[idx]
                     ce = F.cross_entropy(logits, data.y[idx], reduction="none")

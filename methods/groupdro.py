@@ -14,13 +14,13 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.nn import functional as F
 
 import bench
 
 
-class GroupDROLoss:
-    """The loss hook, holding q across batches and epochs."""
+class GroupDRORule(bench.BatchRule):
+    """Group DRO's online q as a batch rule: weights q_g / n_g(batch) for a batch's rows,
+    so Σ_i s_i·CE_i = Σ_g q_g ℓ_g; q persists across batches and epochs."""
 
     def __init__(self, g: torch.Tensor, n_groups: int, eta: float, adjustment: float) -> None:
         self.g = g
@@ -34,18 +34,16 @@ class GroupDROLoss:
     def q(self) -> torch.Tensor:
         return self.log_q.softmax(0)
 
-    def __call__(self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        ce = F.cross_entropy(logits, y, reduction="none")
+    def scale(self, ce: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         gb = self.g[idx]
-        onehot = F.one_hot(gb, self.n_groups).to(ce.dtype)  # [B, G]
-        counts = onehot.sum(0)
-        group_loss = (onehot * ce[:, None]).sum(0) / counts.clamp_min(1)
-        present = counts > 0
-        with torch.no_grad():  # the exponentiated update, kept in log space so it never overflows
-            step = self.eta * (group_loss.detach() + self.adjust)
-            self.log_q = torch.where(present, self.log_q + step, self.log_q)
-            self.log_q = self.log_q - self.log_q.logsumexp(0)
-        return (self.q * group_loss).sum()
+        counts = torch.bincount(gb, minlength=self.n_groups).to(ce.dtype)
+        sums = torch.zeros(self.n_groups, dtype=ce.dtype, device=ce.device).index_add_(0, gb, ce)
+        group_loss = sums / counts.clamp_min(1)
+        # the exponentiated update, kept in log space so it never overflows
+        step = self.eta * (group_loss + self.adjust)
+        self.log_q = torch.where(counts > 0, self.log_q + step, self.log_q)
+        self.log_q = self.log_q - self.log_q.logsumexp(0)
+        return (self.q / counts.clamp_min(1))[gb]
 
 
 @bench.method
@@ -66,10 +64,10 @@ class GroupDRO(bench.Method):
     def fit(self, train, val, ctx):
         p = ctx.params
         head = ctx.make_head()
-        loss = GroupDROLoss(train.g, train.n_groups, p["eta"], p["adjustment"])
+        rule = GroupDRORule(train.g, train.n_groups, p["eta"], p["adjustment"])
         cfg = bench.TrainConfig.from_params(p)
         sampler = None
         if p.get("sampling", "uniform") == "group":
             sampler = bench.Sampler.group_balanced(train.g, train.n_groups, cfg.batch_size)
-        ctx.trainer.fit(head, train, cfg, bench.Hooks(loss=loss, sampler=sampler))
-        return bench.Predictor(head, info={"q": loss.q.cpu()})
+        ctx.trainer.fit(head, train, cfg, bench.Hooks(batch_rule=rule, sampler=sampler))
+        return bench.Predictor(head, info={"q": rule.q.cpu()})

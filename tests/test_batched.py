@@ -8,6 +8,8 @@ per-configuration loss weights, and shared or per-configuration batch order.
 
 from __future__ import annotations
 
+import sys
+
 import optuna
 import polars as pl
 import pytest
@@ -331,3 +333,52 @@ def test_trainer_fit_raises_what_the_analytic_path_returns(split):
     trainer.fit(head, split, TrainConfig(epochs=2), report=False)  # auxiliary stage: silent
     with pytest.raises(ValueError, match="engine"):
         trainer.fit(head, split, TrainConfig(epochs=1), engine="fast")
+
+
+@pytest.mark.parametrize("head", ["linear", "prompt"])
+def test_groupdro_batch_rule_on_the_analytic_engine_equals_autograd(tmp_path, monkeypatch, head):
+    """Group DRO's online q as a batch rule: the analytic engine (one configuration, and
+    two at once) equals the autograd reference, uniform and group-balanced batches, mini
+    and full batch (a weighted sampler's full batch is its draws, not every row once)."""
+    from conftest import default_params
+
+    from bench import registry
+    from bench.runner import Run, RunConfig
+
+    run = Run(RunConfig(methods=["groupdro"], runs_dir=tmp_path, progress=False, head=head,
+                        dataset_opts={"n_train": "900", "n_val": "300", "n_test": "300"}))
+    entry = registry.get_method("groupdro")
+    val = run.store.splits["val"]
+    calls = []
+    original = batched.fit_batched
+    monkeypatch.setattr(batched, "fit_batched",
+                        lambda *a, **kw: calls.append(kw.get("rules")) or original(*a, **kw))
+    orig_fit = Trainer.fit
+
+    def reference(self, *a, **kw):  # noqa: ANN001, ANN202
+        return orig_fit(self, *a, **{**kw, "engine": "autograd"})
+
+    for sampling in ("uniform", "group"):
+        for bs in (128, 4096):
+            p = {**default_params(entry), "epochs": 3, "sampling": sampling, "batch_size": bs}
+            fast = run.fit(entry, p, 0)
+            assert calls and calls[-1] is not None  # it took the analytic engine
+            with monkeypatch.context() as m:
+                m.setattr(Trainer, "fit", reference)
+                ref = run.fit(entry, p, 0)
+            torch.testing.assert_close(fast.logits(val.x), ref.logits(val.x), atol=1e-4,
+                                       rtol=1e-4)
+            torch.testing.assert_close(fast.info["q"], ref.info["q"], atol=1e-5, rtol=1e-4)
+    # two configurations in one computation, each equal to its own fit
+    train, lent_val = run.lent_splits(entry)
+    rule = sys.modules[entry.cls.__module__].GroupDRORule
+    params = [{**default_params(entry), "epochs": 3, "lr": lr} for lr in (3e-2, 1e-2)]
+    ctxs = [run.context(entry, p, s) for p, s in zip(params, (0, 1), strict=True)]
+    rules = [rule(train.g, train.n_groups, p["eta"], 0.0) for p in params]
+    heads = [c.make_head() for c in ctxs]
+    many = batched.fit_batched(heads, train, [TrainConfig.from_params(p) for p in params],
+                               [c.trainer for c in ctxs], rules=rules)
+    for p, s, got, r in zip(params, (0, 1), many, rules, strict=True):
+        want = run.fit(entry, p, s)
+        torch.testing.assert_close(got.eval()(val.x), want.logits(val.x), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(r.q, want.info["q"], atol=1e-5, rtol=1e-4)

@@ -78,16 +78,17 @@ def test_groupdro_q_concentrates_on_the_hard_group():
     y = (x[:, 0] > 0).long()
     hard = g == 2
     y[hard] = torch.randint(0, 2, (int(hard.sum()),))  # group 2: labels are coin flips
-    loss_fn = module_of("groupdro").GroupDROLoss(g, 4, eta=0.05, adjustment=0.0)
+    rule = module_of("groupdro").GroupDRORule(g, 4, eta=0.05, adjustment=0.0)
     head = torch.nn.Linear(d, 2)
     opt = torch.optim.SGD(head.parameters(), lr=0.1)
     for _ in range(30):
         for idx in torch.randperm(n).split(100):
-            loss = loss_fn(head(x[idx]), y[idx], idx)
+            ce = torch.nn.functional.cross_entropy(head(x[idx]), y[idx], reduction="none")
+            loss = (rule.scale(ce.detach(), idx) * ce).sum()
             opt.zero_grad()
             loss.backward()
             opt.step()
-    q = loss_fn.q
+    q = rule.q
     assert int(q.argmax()) == 2
     assert float(q[2]) > 0.5
     assert math.isclose(float(q.sum()), 1.0, rel_tol=1e-5)
@@ -95,13 +96,15 @@ def test_groupdro_q_concentrates_on_the_hard_group():
 
 def test_groupdro_q_persists_across_batches():
     g = torch.tensor([0, 0, 1, 1])
-    loss_fn = module_of("groupdro").GroupDROLoss(g, 2, eta=1.0, adjustment=0.0)
+    rule = module_of("groupdro").GroupDRORule(g, 2, eta=1.0, adjustment=0.0)
     logits = torch.tensor([[5.0, -5.0], [5.0, -5.0], [-5.0, 5.0], [-5.0, 5.0]])
     y = torch.tensor([0, 0, 0, 0])  # group 1 is all wrong
-    loss_fn(logits[2:], y[2:], torch.tensor([2, 3]))
-    q1 = loss_fn.q.clone()
-    loss_fn(logits[2:], y[2:], torch.tensor([2, 3]))
-    assert loss_fn.q[1] > q1[1] > 0.5  # a second step compounds the first
+    ce = torch.nn.functional.cross_entropy(logits[2:], y[2:], reduction="none")
+    w = rule.scale(ce, torch.tensor([2, 3]))
+    q1 = rule.q.clone()
+    assert torch.allclose(w, q1[1] / 2)  # Σ_i s_i·CE_i = q_1·ℓ_1: the batch holds group 1 only
+    rule.scale(ce, torch.tensor([2, 3]))
+    assert rule.q[1] > q1[1] > 0.5  # a second step compounds the first
 
 
 def test_jtt_error_set_is_mostly_minority(run):

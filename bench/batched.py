@@ -26,6 +26,7 @@ its exception; the others go on.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -478,6 +479,27 @@ def _span_rows(x: torch.Tensor, onehot: torch.Tensor, spans: list[tuple[int, int
     return out
 
 
+def _masks(st: _Stack, drops: list[Any], start: int, end: int, n: int, dim: int,
+           device: torch.device) -> torch.Tensor:
+    """Dropout factors [K, end−start, D] for a block of a stack: each configuration draws
+    one mask per batch (at its first block, as the reference draws one per forward) and
+    blocks take their rows of it."""
+    if start % st.batch == 0:  # a new batch
+        rows = min(st.batch, n - start)
+        st.masks = [None if d is None or d.p == 0 else d.factor((rows, dim), device)
+                    for d in drops]
+    lo, hi = start % st.batch, start % st.batch + (end - start)
+    ones = None
+    out = []
+    for m in st.masks:
+        if m is None:
+            ones = ones if ones is not None else torch.ones(end - start, dim, device=device)
+            out.append(ones)
+        else:
+            out.append(m[lo:hi])
+    return torch.stack(out)
+
+
 def _shared_scale(sc: torch.Tensor, start: int, end: int) -> torch.Tensor:
     """Rows [start, end) of a shared row scale ([n] or [n, K]), shaped [n, K|1, 1]."""
     s = sc[start:end]
@@ -520,6 +542,8 @@ def fit_batched(
     report: bool = True,
     block_rows: int = BLOCK_ROWS,
     rules: list[BatchRule] | None = None,
+    callbacks: list[Callable[[int, nn.Module], torch.Tensor | None] | None] | None = None,
+    dropouts: list[Any] | None = None,
 ) -> list[nn.Module | Exception]:
     """Train heads[k] with cfgs[k] as trainers[k].fit would, all K in one computation.
 
@@ -528,6 +552,10 @@ def fit_batched(
     rules: per configuration, a BatchRule that weights each batch's rows from their own
     losses (then `weights` must be None, and every configuration has one batch size: a
     rule sees whole batches, so a block is exactly one batch).
+    callbacks: per configuration, called with (epoch, head) before each epoch; returns
+    that configuration's loss weights from then on (None: unchanged). SFR's re-weighting.
+    dropouts: per configuration, a bench.FeatureDropout (or None): each batch's features
+    are multiplied by its next mask, drawn per batch in batch order as Trainer.fit does.
     Returns the trained heads (in eval mode), or for a configuration that diverged or
     whose reporter raised (a pruned trial), that exception.
     """
@@ -561,7 +589,15 @@ def fit_batched(
     stacks = [_Stack(kind, ks, heads, cfgs, key[2], device) for key, ks in groups.items()]
     blocks = _blocks(n, {s.batch for s in stacks}, block_rows)
     row_bytes = x.shape[1] * x.element_size()
-    workers = cpu_workers(device) if rules is None else 1  # a rule sees its whole batch
+    dropouts = dropouts or [None] * n_cfg
+    dropping = any(d is not None and d.p > 0 for d in dropouts)
+    callbacks = callbacks if callbacks and any(c is not None for c in callbacks) else None
+    if callbacks is not None:  # per-configuration weights, replaced between epochs
+        base = torch.ones(n, device=device) if weights is None else weights
+        weights = (base.expand(n_cfg, n) if base.dim() == 1 else base).clone()
+    workers = cpu_workers(device)
+    # a rule sees its whole batch, masks follow batch order: no worker split of an epoch
+    split_epochs = rules is None and not dropping
     bufs = [x.new_empty(0, x.shape[1])] * 2  # gathered rows, reused across spans and epochs
 
     def finish(k: int, outcome: nn.Module | Exception) -> None:
@@ -577,15 +613,25 @@ def fit_batched(
         finish(k, heads[k].eval())
     epoch = 0
     while live:
+        if callbacks is not None:
+            for st in stacks:
+                for i, k in enumerate(st.ks):
+                    if callbacks[k] is not None:
+                        new = callbacks[k](epoch, write_back(st, i))
+                        heads[k].train()
+                        if new is not None:
+                            weights[k] = new
         orders = _draw_orders(live, device)
         # one batch per epoch (full-batch training): the row order only changes rounding,
         # so stream the rows in storage order instead of gathering them at random
-        stream = all(st.batch >= n for st in stacks) and all(  # a permutation of every row
-            c.sampler.weights is None and c.sampler.pool is None for c in live.values())
+        stream = not dropping and all(st.batch >= n for st in stacks) and all(
+            c.sampler.weights is None and c.sampler.pool is None  # a permutation of all rows
+            for c in live.values())
         if stream:
             ident = torch.arange(n, device=device)
             orders = {k: ident for k in orders}
-        shared = len({id(o) for o in orders.values()}) == 1
+        # dropout: every configuration multiplies its own rows by its own masks
+        shared = len({id(o) for o in orders.values()}) == 1 and not dropping
         ords, scales = [], []
         for st in stacks:
             o = torch.stack([orders[k] for k in st.ks])
@@ -600,7 +646,7 @@ def fit_batched(
             bufs = [x.new_empty(need, x.shape[1]) for _ in range(2)]
 
         rows_of = partial(_span_rows, x, onehot, spans, bufs, ords, shared, stream)
-        if stream and workers > 1:
+        if stream and workers > 1 and split_epochs:
             _stream_epoch(kind, stacks, x, onehot, scales, blocks, workers)
         else:
             # thin linear steps: the next span's random rows are gathered on a worker
@@ -613,6 +659,9 @@ def fit_batched(
                     a, b = start - g0, end - g0
                     for st, o, sc, (xg, ohg) in zip(stacks, ords, scales, rows, strict=True):
                         xb, oh = xg.narrow(-2, a, b - a), ohg.narrow(-2, a, b - a)
+                        if dropping:
+                            xb = xb * _masks(st, [dropouts[k] for k in st.ks], start, end, n,
+                                             xb.shape[-1], device)
                         if rules is not None:
                             idx = o[0, start:end] if shared else o[:, start:end]
                             s = _rule_scale([rules[k] for k in st.ks], idx, oh, shared)

@@ -69,14 +69,19 @@ class FeatureDropout(nn.Module):
         self.seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         self._gen: torch.Generator | None = None
 
+    def factor(self, shape: tuple[int, ...] | torch.Size, device: torch.device) -> torch.Tensor:
+        """The next mask, as the factor keep/(1 − p) both training engines multiply the
+        features by (one draw per batch, in batch order)."""
+        if self._gen is None or self._gen.device != torch.device(device):
+            self._gen = torch.Generator(device=device)
+            self._gen.manual_seed(self.seed)
+        keep = torch.rand(shape, generator=self._gen, device=device) >= self.p
+        return keep.to(torch.float32).div_(1.0 - self.p)
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return h
-        if self._gen is None or self._gen.device != h.device:
-            self._gen = torch.Generator(device=h.device)
-            self._gen.manual_seed(self.seed)
-        keep = torch.rand(h.shape, generator=self._gen, device=h.device) >= self.p
-        return h * keep / (1.0 - self.p)
+        return h * self.factor(h.shape, h.device)
 
 
 @dataclass

@@ -51,6 +51,7 @@ class Hooks:
     loss: (logits, y, idx) -> scalar, replacing the weighted cross-entropy.
     before_epoch: called with (epoch, head) before each epoch; may change `weights`.
     batch_rule: per-example weights from each batch's own losses (instead of `weights`).
+    dropout: a bench.FeatureDropout applied to each batch's features (training only).
     """
 
     weights: torch.Tensor | None = None
@@ -58,6 +59,7 @@ class Hooks:
     loss: LossFn | None = None
     before_epoch: EpochFn | None = None
     batch_rule: BatchRule | None = None
+    dropout: nn.Module | None = None
 
 
 def report_every(epochs: int, reports: int = 5) -> int:

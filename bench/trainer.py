@@ -50,7 +50,6 @@ def _analytic(head: nn.Module, data: FeatureSplit, hooks: Hooks) -> bool:
         and all(p.requires_grad for p in head.parameters())
         and data.x.dtype == torch.float32
         and hooks.loss is None
-        and hooks.before_epoch is None
         and (hooks.sampler is None or hooks.sampler.epoch_length == len(data))
     )
 
@@ -83,7 +82,8 @@ class Trainer:
         """Train `head` in place for cfg.epochs; `report=False` for auxiliary stages.
 
         engine "auto": a built-in linear or prompt head trained with weighted
-        cross-entropy (no `loss` or `before_epoch` hook) goes through bench.fit_batched's
+        cross-entropy (weights fixed, replaced before an epoch, or from a batch rule;
+        feature dropout allowed; no `loss` hook) goes through bench.fit_batched's
         analytic gradient, 2–5× faster on a CPU (docs/performance.md); anything else, or
         engine "autograd", through autograd and torch.optim. Both give the same head up to
         floating-point rounding (tests/test_batched.py holds them to it)."""
@@ -94,8 +94,16 @@ class Trainer:
             raise ValueError(f"engine {engine!r}: expected 'auto' or 'autograd'")
         if engine == "auto" and _analytic(head, data, hooks):
             rules = None if hooks.batch_rule is None else [hooks.batch_rule]
-            (out,) = batched.fit_batched([head], data, [cfg], [self], hooks.weights,
-                                         [hooks.sampler], report=report, rules=rules)
+            callbacks = None
+            if hooks.before_epoch is not None:
+                def callback(epoch: int, h: nn.Module) -> torch.Tensor | None:
+                    hooks.before_epoch(epoch, h)  # it may replace hooks.weights
+                    return hooks.weights
+
+                callbacks = [callback]
+            (out,) = batched.fit_batched(
+                [head], data, [cfg], [self], hooks.weights, [hooks.sampler], report=report,
+                rules=rules, callbacks=callbacks, dropouts=[hooks.dropout])
             if isinstance(out, Exception):  # divergence, or the reporter pruned the trial
                 raise out
             return out
@@ -116,7 +124,10 @@ class Trainer:
                 hooks.before_epoch(epoch, head)
                 head.train()
             for idx in sampler.epoch(self.generator, self.device):
-                logits = head(data.x[idx])
+                xb = data.x[idx]
+                if hooks.dropout is not None:
+                    xb = xb * hooks.dropout.factor(xb.shape, xb.device)
+                logits = head(xb)
                 if hooks.loss is not None:
                     loss = hooks.loss(logits, data.y[idx], idx)
                 elif hooks.batch_rule is not None:

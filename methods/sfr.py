@@ -105,13 +105,14 @@ class SFR(bench.Method):
             else ctx.references.erm(ctx.seed)
         )
         p_ref = reference.probs(train.x)
-        model = nn.Sequential(bench.FeatureDropout(p["dropout"], ctx.generator), ctx.make_head())
+        dropout = bench.FeatureDropout(p["dropout"], ctx.generator)
+        model = ctx.make_head()
         ones = torch.ones(len(train), device=train.x.device)
         if p["warmup"] >= p["epochs"]:
             raise bench.UserError(
                 f"sfr: warmup={p['warmup']} must be below epochs={p['epochs']}, else the "
                 "instance weights never update (that is sfr-groupweights)")
-        hooks = bench.Hooks(weights=weights_from(ones, train, p["group_norm"]))
+        hooks = bench.Hooks(weights=weights_from(ones, train, p["group_norm"]), dropout=dropout)
         current = bench.Predictor(model)
         history = []
 
@@ -126,7 +127,8 @@ class SFR(bench.Method):
 
         hooks.before_epoch = reweight
         ctx.trainer.fit(model, train, bench.TrainConfig.from_params(p), hooks)
-        return bench.Predictor(model, info={"weights": hooks.weights, "updates": history})
+        return bench.Predictor(model, info={"weights": hooks.weights, "updates": history,
+                                            "dropout": dropout})
 
 
 bench.variant("sfr-nodropout", SFR, {"dropout": 0.0}, "SFR without feature dropout (ablation)")

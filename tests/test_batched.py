@@ -306,14 +306,16 @@ def test_trainer_fit_routes_plain_heads_through_the_analytic_path(split, monkeyp
     got = trainer.fit(head, split, cfg, Hooks(weights=w))
     assert calls == [1] and got is head and not head.training
     assert_same([want], [got], 2e-5)
-    # a loss hook, a before_epoch hook or a head subclass take the autograd path
-    head, trainer = make(kind, 4)
-    trainer.fit(head, split, cfg, Hooks(loss=lambda z, y, idx: F.cross_entropy(z, y)))
+    # a before_epoch hook stays on the analytic path; a loss hook or a head subclass
+    # take the autograd one
     head, trainer = make(kind, 4)
     trainer.fit(head, split, cfg, Hooks(before_epoch=lambda e, h: None))
+    assert calls == [1, 1]
+    head, trainer = make(kind, 4)
+    trainer.fit(head, split, cfg, Hooks(loss=lambda z, y, idx: F.cross_entropy(z, y)))
     gen = torch.Generator().manual_seed(4)
     Trainer(CPU, gen).fit(Probe(D, C, gen), split, cfg)
-    assert calls == [1]
+    assert calls == [1, 1]
 
 
 def test_trainer_fit_raises_what_the_analytic_path_returns(split):
@@ -382,3 +384,42 @@ def test_groupdro_batch_rule_on_the_analytic_engine_equals_autograd(tmp_path, mo
         want = run.fit(entry, p, s)
         torch.testing.assert_close(got.eval()(val.x), want.logits(val.x), atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(r.q, want.info["q"], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("head", ["linear", "prompt"])
+def test_sfr_reweighting_and_dropout_on_the_analytic_engine_equal_autograd(tmp_path, monkeypatch,
+                                                                          head):
+    """SFR's per-epoch instance weights (a callback that replaces the loss weights) and
+    its feature dropout (masks drawn per batch from the fit's own generator) on the
+    analytic engine equal the autograd reference, at mini and full batch."""
+    from conftest import default_params
+
+    from bench import registry
+    from bench.runner import Run, RunConfig
+
+    run = Run(RunConfig(methods=["sfr"], runs_dir=tmp_path, progress=False, head=head,
+                        dataset_opts={"n_train": "900", "n_val": "300", "n_test": "300"}))
+    entry = registry.get_method("sfr")
+    val = run.store.splits["val"]
+    seen = []
+    original = batched.fit_batched
+    monkeypatch.setattr(batched, "fit_batched", lambda *a, **kw: seen.append(
+        (kw.get("callbacks"), kw.get("dropouts"))) or original(*a, **kw))
+    orig_fit = Trainer.fit
+
+    def reference(self, *a, **kw):  # noqa: ANN001, ANN202
+        return orig_fit(self, *a, **{**kw, "engine": "autograd"})
+
+    for bs in (128, 4096):
+        p = {**default_params(entry), "epochs": 4, "warmup": 1, "batch_size": bs,
+             "dropout": 0.3}
+        fast = run.fit(entry, p, 0)
+        callbacks, dropouts = seen[-1]
+        assert callbacks and dropouts[0] is not None  # the analytic engine did both
+        with monkeypatch.context() as m:
+            m.setattr(Trainer, "fit", reference)
+            ref = run.fit(entry, p, 0)
+        torch.testing.assert_close(fast.logits(val.x), ref.logits(val.x), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(fast.info["weights"], ref.info["weights"], atol=1e-3,
+                                   rtol=1e-4)
+        assert fast.info["updates"] == ref.info["updates"] == [1, 2, 3]

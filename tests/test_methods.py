@@ -18,7 +18,6 @@ from conftest import default_params
 import bench
 from bench import registry
 from bench.errors import UserError
-from bench.predictor import Predictor
 from bench.runner import Run, RunConfig
 
 ROBUST = ["groupdro", "reweight", "subsample", "jtt", "dfr", "sfr"]
@@ -207,16 +206,17 @@ def test_sfr_dropout_on_in_training_off_in_evaluation(run):
     entry = registry.get_method("sfr")
     params = {**default_params(entry), "epochs": 1, "warmup": 0, "dropout": 0.5}
     pred = run.fit(entry, params, 0)
-    model = pred.module
-    x = run.store.splits["val"].x[:64]
-    model.train()
-    a, b = model(x), model(x)
-    assert not torch.allclose(a, b)  # dropout masks differ between calls
-    assert torch.equal(pred.logits(x), pred.logits(x))
-    model.eval()
-    assert torch.equal(model(x), Predictor(model).logits(x))
-    dropout = model[0]
+    dropout = pred.info["dropout"]
     assert isinstance(dropout, bench.FeatureDropout) and dropout.p == 0.5
+    x = run.store.splits["val"].x[:64]
+    a, b = dropout(x), dropout(x)
+    assert not torch.allclose(a, b)  # masks differ between batches
+    kept = a != 0
+    assert 0.4 < float(kept.float().mean()) < 0.6
+    assert torch.allclose(a[kept], 2 * x[kept])  # kept features scaled by 1/(1-p)
+    dropout.eval()
+    assert torch.equal(dropout(x), x)
+    assert torch.equal(pred.logits(x), pred.logits(x))  # evaluation: no dropout
 
 
 def test_sfr_weights_are_updated_and_balanced(run):

@@ -27,6 +27,7 @@ from bench.registry import dataset, method, variant
 from bench.samplers import Sampler, group_balanced_weights
 from bench.space import Choice, Float, Int, training_space
 from bench.spec import DatasetSpec, EvalGroups
+from bench.stages import Stage
 from bench.store import FeatureSplit, FeatureStore
 from bench.train_config import BatchRule
 from bench.trainer import Hooks, NonFiniteLoss, TrainConfig, Trainer
@@ -38,8 +39,8 @@ __all__ = [
     "FeatureDropout",
     "FeatureSplit", "FeatureStore", "Float", "HeadFactory", "Hooks", "Int", "LinearHead",
     "Method", "Metrics", "NonFiniteLoss", "Predictor", "PromptHead", "Sampler", "TrainConfig",
-    "Trainer", "UserError", "__version__", "compute_metrics", "dataset", "group_balanced_weights",
-    "method", "training_space", "variant",
+    "Stage", "Trainer", "UserError", "__version__", "compute_metrics", "dataset",
+    "group_balanced_weights", "method", "training_space", "variant",
     # dataset formats and the cache folder (dataset plugins)
     "cache_dir", "check_image_files", "data_base", "find_data_dir", "int_column",
     "read_csv_table", "spec_from_source", "split_column", "wilds_download",

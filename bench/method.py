@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from bench.space import Param
+from bench.stages import Training, run_stages
 
 if TYPE_CHECKING:
     from bench.heads import HeadFactory
@@ -37,19 +38,35 @@ class Method:
         """Why this method cannot run on `store` (e.g. no text tower), or None."""
         return None
 
-    def fit(self, train: FeatureSplit, val: FeatureSplit, ctx: Context) -> Predictor:
+    def train(self, train: FeatureSplit, val: FeatureSplit, ctx: Context) -> Training:
+        """The method's training as stages (bench.Stage): yield each stage, receive its
+        trained head, return the Predictor. The harness runs the stages, one
+        configuration at a time or many at once; a method never writes its own loop."""
         raise NotImplementedError
+
+    @classmethod
+    def describes_stages(cls) -> bool:
+        return cls.train is not Method.train
+
+    def fit(self, train: FeatureSplit, val: FeatureSplit, ctx: Context) -> Predictor:
+        """One configuration: the stages of `train` (a method with no training, such as
+        zero-shot or a closed-form fit, overrides this instead)."""
+        if not self.describes_stages():
+            raise NotImplementedError(f"method '{self.name}' defines neither train nor fit")
+        (out,) = run_stages(self, train, val, [ctx])
+        if isinstance(out, Exception):
+            raise out
+        return out
 
     def fit_batched(
         self, train: FeatureSplit, val: FeatureSplit, ctxs: list[Context]
     ) -> list[Predictor | Exception]:
-        """One fit per context (other parameters or seeds), each result equal to `fit`'s.
-
-        Methods whose training is one Trainer stage with per-example weights override this
-        with bench.fit_batched, which trains all configurations in one pass over the
-        features. This default fits them one after another. A configuration that fails
-        (diverges, is pruned) is returned as its exception, so the others still count.
-        """
+        """One result per context (other parameters or seeds), each equal to `fit`'s. A
+        method described by stages trains them as one computation where it can; one
+        that overrides `fit` is fitted one configuration after another. A configuration
+        that fails (diverges, is pruned) is returned as its exception."""
+        if self.describes_stages() and type(self).fit is Method.fit:
+            return run_stages(self, train, val, ctxs)
         out: list[Predictor | Exception] = []
         for ctx in ctxs:
             try:
@@ -57,6 +74,13 @@ class Method:
             except Exception as exc:  # noqa: BLE001 - handed back per configuration
                 out.append(exc)
         return out
+
+    @classmethod
+    def engine(cls) -> str:
+        """Which engine trains the method, for `bench methods list`."""
+        if cls.describes_stages() and cls.fit is Method.fit:
+            return "stages"
+        return "own fit"
 
 
 @dataclass

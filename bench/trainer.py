@@ -40,7 +40,7 @@ def few_threads(device: torch.device, batch_elems: int) -> Iterator[None]:
         yield
 
 
-def _analytic(head: nn.Module, data: FeatureSplit, hooks: Hooks) -> bool:
+def analytic(head: nn.Module, data: FeatureSplit, hooks: Hooks) -> bool:
     """Whether bench.fit_batched computes exactly this training: a built-in head (not a
     subclass, whose forward may differ), every parameter trained, float32 features, the
     loss the weighted cross-entropy (weights fixed or from a batch rule), and epochs of
@@ -92,7 +92,7 @@ class Trainer:
             raise ValueError("a batch rule sets the loss weights: give no weights or loss")
         if engine not in ("auto", "autograd"):
             raise ValueError(f"engine {engine!r}: expected 'auto' or 'autograd'")
-        if engine == "auto" and _analytic(head, data, hooks):
+        if engine == "auto" and analytic(head, data, hooks):
             rules = None if hooks.batch_rule is None else [hooks.batch_rule]
             callbacks = None
             if hooks.before_epoch is not None:

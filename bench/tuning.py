@@ -190,9 +190,9 @@ def open_study(
         study = optuna.create_study(direction="maximize", **opts)
     except optuna.exceptions.DuplicatedStudyError:
         return optuna.load_study(**opts)
-    if first is not None:
-        study.set_user_attr(DEFAULTS, first)
+    if first is not None:  # queued before it is recorded, so no reader re-queues it
         study.enqueue_trial(first, user_attrs={DEFAULTS: True})
+        study.set_user_attr(DEFAULTS, first)
     return study
 
 

@@ -53,7 +53,8 @@ log = logging.getLogger("bench.tuning")
 
 def batches(entry: MethodEntry) -> bool:
     """Whether the method trains several configurations in one computation."""
-    return type(entry.create()).fit_batched is not Method.fit_batched
+    cls = type(entry.create())
+    return cls.engine() == "stages" or cls.fit_batched is not Method.fit_batched
 
 
 class Prefit:

@@ -61,7 +61,7 @@ class GroupDRO(bench.Method):
         space["sampling"] = bench.Choice(("uniform", "group"), "uniform", tune=False)
         return space
 
-    def fit(self, train, val, ctx):
+    def train(self, train, val, ctx):
         p = ctx.params
         head = ctx.make_head()
         rule = GroupDRORule(train.g, train.n_groups, p["eta"], p["adjustment"])
@@ -69,5 +69,5 @@ class GroupDRO(bench.Method):
         sampler = None
         if p.get("sampling", "uniform") == "group":
             sampler = bench.Sampler.group_balanced(train.g, train.n_groups, cfg.batch_size)
-        ctx.trainer.fit(head, train, cfg, bench.Hooks(batch_rule=rule, sampler=sampler))
+        head = yield bench.Stage(head, train, cfg, bench.Hooks(batch_rule=rule, sampler=sampler))
         return bench.Predictor(head, info={"q": rule.q.cpu()})

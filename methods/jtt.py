@@ -47,27 +47,12 @@ class JTT(bench.Method):
         space["id_batch_size"] = bench.Choice((SAME, 64, 128, 256, 512), SAME, tune=False)
         return space
 
-    def fit(self, train, val, ctx):
+    def train(self, train, val, ctx):
+        """Stage 1 through the run's reference store (shared by every configuration with
+        the same stage-1 settings), then stage 2 as a yielded stage."""
         errors, cfg, hooks = self._stage_two(train, ctx)
-        head = ctx.make_head()
-        ctx.trainer.fit(head, train, cfg, hooks)
+        head = yield bench.Stage(ctx.make_head(), train, cfg, hooks)
         return bench.Predictor(head, info={"error_set": torch.nonzero(errors).flatten().cpu()})
-
-    def fit_batched(self, train, val, ctxs):
-        """Stage 1 per configuration (shared through the reference store), then every
-        configuration's stage 2 in one pass over the features, each equal to `fit`'s.
-        Upsampled epochs are longer than n, which the one-pass engine does not do: those
-        configurations are fitted one by one."""
-        if any(ctx.params["upweight"] == "upsample" for ctx in ctxs):
-            return super().fit_batched(train, val, ctxs)
-        stages = [self._stage_two(train, ctx) for ctx in ctxs]
-        heads = [ctx.make_head() for ctx in ctxs]
-        weights = torch.stack([h.weights for _, _, h in stages])
-        trained = bench.fit_batched(
-            heads, train, [cfg for _, cfg, _ in stages], [ctx.trainer for ctx in ctxs], weights)
-        return [h if isinstance(h, Exception) else
-                bench.Predictor(h, info={"error_set": torch.nonzero(e).flatten().cpu()})
-                for h, (e, _, _) in zip(trained, stages, strict=True)]
 
     @staticmethod
     def identification_config(p: dict) -> bench.TrainConfig:

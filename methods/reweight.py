@@ -26,19 +26,7 @@ class Reweight(bench.Method):
                 sampler=bench.Sampler.group_balanced(train.g, train.n_groups, cfg.batch_size))
         return bench.Hooks(weights=bench.group_balanced_weights(train.g, train.n_groups))
 
-    def fit(self, train, val, ctx):
-        head = ctx.make_head()
+    def train(self, train, val, ctx):
         cfg = bench.TrainConfig.from_params(ctx.params)
-        ctx.trainer.fit(head, train, cfg, self.hooks(train, cfg, ctx.params))
+        head = yield bench.Stage(ctx.make_head(), train, cfg, self.hooks(train, cfg, ctx.params))
         return bench.Predictor(head)
-
-    def fit_batched(self, train, val, ctxs):
-        """All configurations in one pass over the features (same result as `fit` each)."""
-        heads = [ctx.make_head() for ctx in ctxs]
-        cfgs = [bench.TrainConfig.from_params(ctx.params) for ctx in ctxs]
-        hooks = [self.hooks(train, c, ctx.params) for c, ctx in zip(cfgs, ctxs, strict=True)]
-        if any(h.weights is None for h in hooks) and any(h.weights is not None for h in hooks):
-            return super().fit_batched(train, val, ctxs)  # one weighting for a whole batch
-        trained = bench.fit_batched(heads, train, cfgs, [ctx.trainer for ctx in ctxs],
-                                    hooks[0].weights, samplers=[h.sampler for h in hooks])
-        return [h if isinstance(h, Exception) else bench.Predictor(h) for h in trained]

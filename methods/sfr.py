@@ -95,7 +95,7 @@ class SFR(bench.Method):
         )
         return space
 
-    def fit(self, train, val, ctx):
+    def train(self, train, val, ctx):
         p = ctx.params
         if p["reference"] == "zeroshot" and ctx.store.class_text is None:
             raise bench.UserError("sfr reference=zeroshot needs class text embeddings")
@@ -126,7 +126,7 @@ class SFR(bench.Method):
             history.append(epoch)
 
         hooks.before_epoch = reweight
-        ctx.trainer.fit(model, train, bench.TrainConfig.from_params(p), hooks)
+        model = yield bench.Stage(model, train, bench.TrainConfig.from_params(p), hooks)
         return bench.Predictor(model, info={"weights": hooks.weights, "updates": history,
                                             "dropout": dropout})
 

@@ -30,8 +30,8 @@ class Subsample(bench.Method):
         space["epochs"] = bench.Int(20, 300, 100, log=True)
         return space
 
-    def fit(self, train, val, ctx):
+    def train(self, train, val, ctx):
         idx = balanced_subsample(train.g, train.n_groups, ctx.generator)
-        head = ctx.make_head()
-        ctx.trainer.fit(head, train.subset(idx), bench.TrainConfig.from_params(ctx.params))
+        cfg = bench.TrainConfig.from_params(ctx.params)
+        head = yield bench.Stage(ctx.make_head(), train.subset(idx), cfg)
         return bench.Predictor(head, info={"subsample": idx})

@@ -148,7 +148,8 @@ def run(
 
 @methods_app.command(
     "list",
-    help="List methods with their description and the group labels they need.\n\n"
+    help="List methods: description, the group labels they need, the engine that trains "
+    "them.\n\n"
     "Example:  bench methods list --plugins ./my_methods",
 )
 def methods_list(plugins: list[Path] = PluginsOpt) -> None:
@@ -157,10 +158,14 @@ def methods_list(plugins: list[Path] = PluginsOpt) -> None:
     from bench import registry
 
     registry.load_plugins(plugins or [])
-    table = Table("method", "description", "group labels needed")
+    table = Table("method", "description", "group labels needed", "engine")
     for name, entry in registry.methods().items():
-        table.add_row(name, entry.description, ",".join(sorted(entry.group_labels)) or "none")
+        table.add_row(name, entry.description, ",".join(sorted(entry.group_labels)) or "none",
+                      entry.cls.engine())
     out.print(table)
+    out.print("engine: `stages` = trained by the harness (the analytic engine; K configurations "
+              "at once); `own fit` = the method's own fit (no training, closed form, or a "
+              "custom loss on the autograd reference engine)")
 
 
 @datasets_app.command(

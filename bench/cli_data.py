@@ -8,8 +8,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from bench.errors import UserError
-
 cache_app = typer.Typer(
     help="Inspect or clear the feature cache ($SPURBENCH_CACHE, else ~/.cache/spurbench).\n\n"
     "Example:  bench cache list",
@@ -106,12 +104,8 @@ def download(
     if plugin.embedded:
         out.print(f"'{name}' is embedded: nothing to download")
         return
-    fetch = getattr(plugin, "download", None)
-    if fetch is None:
-        hint = plugin.download_hint or "see docs/datasets.md"
-        raise UserError(f"dataset '{name}' has no automatic download; {hint}")
     options = DatasetOptions(data_root=data_root)
-    where = fetch(options)
+    where = plugin.download(options)  # the contract's default says why it cannot
     plugin.load(options)  # the downloaded copy must load, or the download did not work
     out.print(f"'{name}' is ready in {where}")
 

@@ -34,12 +34,32 @@ class DatasetOptions:
 
 
 class Dataset:
-    """Base class for dataset plugins."""
+    """Base class for dataset plugins: the whole contract, declared.
+
+    name, description: what `bench datasets list` shows.
+    embedded: True when the data ships with spurbench (no download, works offline).
+    download_hint: where to get it when there is no automatic download.
+    default_encoder: the encoder a run uses when --encoder is not given ("" = identity
+    for feature datasets, else CLIP ViT-B/32 with OpenAI weights).
+    options_help: the --dataset-opt keys it takes, for error messages and the docs.
+    can_download: whether `download` fetches it (the WILDS downloader, the authors' URL).
+    """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     embedded: ClassVar[bool] = False
     download_hint: ClassVar[str] = ""
+    default_encoder: ClassVar[str] = ""
+    options_help: ClassVar[str] = ""
 
     def load(self, options: DatasetOptions) -> DatasetSpec:
         raise NotImplementedError
+
+    @classmethod
+    def can_download(cls) -> bool:
+        return cls.download is not Dataset.download
+
+    def download(self, options: DatasetOptions) -> str:
+        """Fetch the data under the data root; returns where it went."""
+        raise UserError(f"dataset '{self.name}' has no automatic download; "
+                        f"{self.download_hint or 'see docs/datasets.md'}")

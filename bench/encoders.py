@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bench.dataset import Dataset
 from bench.encoder_base import Encoded, Encoder
 from bench.errors import UserError
 from bench.spec import DatasetSpec
@@ -29,10 +30,10 @@ class IdentityEncoder(Encoder):
         return Encoded(np.asarray(spec.features, dtype=np.float32), spec.class_text_embeddings)
 
 
-def default_encoder_for(spec: DatasetSpec, plugin: object = None) -> str:
+def default_encoder_for(spec: DatasetSpec, plugin: Dataset | None = None) -> str:
     """The plugin's `default_encoder` when it declares one (embedded image datasets name an
     encoder that runs offline), identity for features, else CLIP ViT-B/32 (OpenAI weights)."""
-    declared = getattr(plugin, "default_encoder", None)
+    declared = plugin.default_encoder if plugin is not None else ""
     if declared:
         return str(declared)
     return "identity" if spec.item_kind == "features" else "openclip:ViT-B-32:openai"

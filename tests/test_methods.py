@@ -264,3 +264,15 @@ def test_method_needing_labels_is_refused_under_worst_class(tmp_path):
         Run(RunConfig(methods=["dfr"], selection="worst-class", out=tmp_path, runs_dir=tmp_path))
     # label-free methods are allowed
     Run(RunConfig(methods=["jtt"], selection="worst-class", out=tmp_path, runs_dir=tmp_path))
+
+
+def test_reweight_upsample_duplicates_every_group_to_the_largest():
+    up = module_of("reweight").upsample_copies
+    g = torch.tensor([0] * 10 + [1] * 3 + [2] * 4)
+    copies = up(g, 3, torch.Generator().manual_seed(0))
+    totals = torch.zeros(3, dtype=torch.long).index_add_(0, g, copies)
+    assert totals.tolist() == [10, 10, 10]
+    assert set(copies[g == 1].tolist()) == {3, 4} and set(copies[g == 2].tolist()) == {2, 3}
+    sampler = bench.Sampler.upsampled(copies, 4)
+    order = torch.cat(sampler.epoch(torch.Generator().manual_seed(1), torch.device("cpu")))
+    assert len(order) == 30 and torch.equal(torch.bincount(order, minlength=17), copies)

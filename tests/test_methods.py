@@ -267,6 +267,7 @@ def test_method_needing_labels_is_refused_under_worst_class(tmp_path):
 
 
 def test_reweight_upsample_duplicates_every_group_to_the_largest():
+    registry.load_plugins()
     up = module_of("reweight").upsample_copies
     g = torch.tensor([0] * 10 + [1] * 3 + [2] * 4)
     copies = up(g, 3, torch.Generator().manual_seed(0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -195,23 +196,36 @@ def main() -> None:
 
     redact.install()  # no password of a storage or tracking URL reaches logs or the terminal
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    terminated: list[int] = []
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        """SIGTERM (Docker, systemd, Slurm, Kubernetes) ends a run as Ctrl-C does: the
+        running trial is marked interrupted, MLflow runs KILLED, the run resumable."""
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         app()
     except UserError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
+        what = "terminated (SIGTERM)" if terminated else "interrupted"
         err.print(
-            "interrupted: completed trials and seeds are saved; re-run the same command to resume"
+            f"{what}: completed trials and seeds are saved; re-run the same command to resume"
         )
-        sys.exit(130)
+        sys.exit(143 if terminated else 130)
     except SystemExit as exc:
-        if exc.code == 130:  # typer turns Ctrl-C into a silent exit 130
+        if exc.code == 130:  # typer turns Ctrl-C (and so SIGTERM) into a silent exit 130
+            what = "terminated (SIGTERM)" if terminated else "interrupted"
             err.print(
-                "interrupted: completed trials and seeds are saved; "
+                f"{what}: completed trials and seeds are saved; "
                 "re-run the same command to resume",
                 soft_wrap=True,
             )
+            if terminated:
+                sys.exit(143)
         raise
     except Exception as exc:  # a crash: the traceback, with secrets masked
         sys.stderr.write(redact.format_exception(exc))

@@ -44,10 +44,10 @@ def interrupted_run(tmp_path: Path, plugins: Path, sig: signal.Signals, block_at
         time.sleep(0.1)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    if sig == signal.SIGINT:
-        assert proc.returncode == 130, err
-        assert "interrupted" in err and "re-run the same command to resume" in err
-        assert "Traceback" not in err
+    if sig in (signal.SIGINT, signal.SIGTERM):
+        assert proc.returncode == (130 if sig == signal.SIGINT else 143), err
+        assert ("interrupted" if sig == signal.SIGINT else "terminated (SIGTERM)") in err
+        assert "re-run the same command to resume" in err and "Traceback" not in err
     else:
         assert proc.returncode == -signal.SIGKILL
     return (tmp_path / "runs" / "latest").resolve()
@@ -122,3 +122,19 @@ def test_sigint_then_sigkill_mid_trial_then_resume(tmp_path, tmp_path_factory):
     md = (run_dir / "leaderboard.md").read_text()
     assert all(f"`{m}`" in md for m in METHODS) and "| 2 | `" in md
     assert "skipped" not in md and "failed" not in md
+
+
+def test_sigterm_ends_a_run_like_ctrl_c(tmp_path, tmp_path_factory):
+    """What Docker, systemd, Slurm and Kubernetes send: the trial is interrupted (not
+    counted), MLflow runs are KILLED, and the same command resumes."""
+    plugins = plugin_dir(tmp_path_factory)
+    C, F = TrialState.COMPLETE, TrialState.FAIL
+    run_dir = interrupted_run(tmp_path, plugins, signal.SIGTERM, block_at=1)
+    trials, nested, parent = state(run_dir)
+    assert [t.state for t in trials] == [C, F] and trials[1].user_attrs[INTERRUPTED] is True
+    assert parent.info.status == "KILLED" and nested["fasta/trial-1"].info.status == "KILLED"
+    r = subprocess.run(bench_cmd(*run_args(tmp_path / "runs", plugins)), cwd=tmp_path,
+                       capture_output=True, text=True, env=quiet_env(), timeout=600)
+    assert r.returncode == 0, r.stderr
+    trials, _, parent = state(run_dir)
+    assert parent.info.status == "FINISHED" and sum(counts(t) for t in trials) == BUDGET

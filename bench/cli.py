@@ -145,6 +145,10 @@ def run(
     result = run_benchmark(cfg, console=err)
     print_board(result.board, out)
     out.print(f"run directory: {result.run_dir}  (leaderboard.md, results.parquet, mlflow.db)")
+    if not result.board.ranked.height:
+        err.print("error: no method produced a result (every one failed or was skipped; "
+                  "the reasons are above and in leaderboard.md)", soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @methods_app.command(

@@ -268,3 +268,13 @@ def test_a_fit_does_not_depend_on_what_the_process_did_before(tmp_path):
     assert r.references.trained == 1
     second = r.fit(entry, params, 0).logits(x)
     assert r.references.trained == 1 and torch.equal(first, second)
+
+
+def test_exit_status_1_when_every_method_failed(tmp_path, tmp_path_factory):
+    folder = tmp_path_factory.getbasetemp() / "peeking-plugins"
+    folder.mkdir(exist_ok=True)
+    (folder / "peeks.py").write_text(LEAKY)
+    r = bench_cli("run", "--methods", "peeks", "--plugins", str(folder), "--trials", "1",
+                  "--seeds", "1", "--out", str(tmp_path / "x"), "--no-progress", *SMALL)
+    assert r.returncode == 1, r.stderr
+    assert "no method produced a result" in r.stderr and "Traceback" not in r.stderr

@@ -14,6 +14,18 @@ from typing import Any
 from bench.errors import UserError
 
 
+def _in_domain(name: str, value: Any, low: Any) -> Any:
+    """A fixed value may leave the search range (a paper's setting), not the parameter's
+    domain: nothing negative where the range starts at 0 or above, no integer below 1
+    where the range starts at 1 or above (epochs=0, lr=-5, weight_decay=-1)."""
+    if value is None:
+        return value
+    floor = 1 if isinstance(low, int) and not isinstance(low, bool) and low >= 1 else 0
+    if low >= 0 and value < floor:
+        raise UserError(f"--params {name}={value}: must be {'>= 1' if floor else '>= 0'}")
+    return value
+
+
 def _number(name: str, text: str, kind: type) -> Any:
     if text.lower() in ("none", "same") and kind is float:
         return None
@@ -36,7 +48,7 @@ class Float:
         return trial.suggest_float(name, self.low, self.high, log=self.log)
 
     def parse(self, name: str, text: str) -> float | None:
-        return _number(name, text, float)
+        return _in_domain(name, _number(name, text, float), self.low)
 
 
 @dataclass(frozen=True)
@@ -59,7 +71,7 @@ class Int:
         return trial.suggest_int(name, low, high, log=self.log)
 
     def parse(self, name: str, text: str) -> int:
-        return _number(name, text, int)
+        return _in_domain(name, _number(name, text, int), self.low)
 
 
 @dataclass(frozen=True)

@@ -278,3 +278,17 @@ def test_exit_status_1_when_every_method_failed(tmp_path, tmp_path_factory):
                   "--seeds", "1", "--out", str(tmp_path / "x"), "--no-progress", *SMALL)
     assert r.returncode == 1, r.stderr
     assert "no method produced a result" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(("param", "why"), [
+    ("erm.lr=-5", ">= 0"), ("erm.weight_decay=-1", ">= 0"), ("erm.epochs=0", ">= 1"),
+])
+def test_fixed_values_outside_their_domain_are_refused(param, why):
+    from bench.run_config import parse_params
+
+    registry.load_plugins()
+    with pytest.raises(UserError, match=why):
+        parse_params([param], {"erm": registry.get_method("erm")})
+    assert parse_params(["erm.weight_decay=0", "erm.epochs=2"],
+                        {"erm": registry.get_method("erm")}) == {
+        "erm": {"weight_decay": 0.0, "epochs": 2}}

@@ -126,6 +126,10 @@ class Run:
         self.spec = self.plugin.load(
             DatasetOptions(data_root=cfg.data_root, extra=dict(cfg.dataset_opts))
         )
+        for split, names in self.spec.absent_groups().items():
+            log.warning("dataset '%s': evaluation group(s) %s have no example in the %s split; "
+                        "worst-group accuracy there is the minimum over the other groups",
+                        self.spec.name, ", ".join(names), split)
         self.encoder_id = cfg.encoder or default_encoder_for(self.spec, self.plugin)
         self.key = key or self._default_name()
         self.run_dir = Path(cfg.out) if cfg.out else cfg.runs_dir / self.key

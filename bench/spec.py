@@ -112,6 +112,12 @@ class DatasetSpec:
         for split in SPLITS:
             if not self.split_mask(split).any():
                 raise UserError(f"{src}: split '{split}' is empty")
+        train_classes = md.filter(pl.col("split") == "train")["y"].n_unique()
+        if self.n_classes < 2 or train_classes < 2:
+            raise UserError(
+                f"{src}: the training split has {train_classes} class(es) of "
+                f"{self.n_classes}; a classification benchmark needs at least two"
+            )
         train_g = self.train_groups()[self.split_mask("train")]
         counts = np.bincount(train_g, minlength=self.n_groups)
         empty = [self.train_group_names()[k] for k in np.flatnonzero(counts == 0)]
@@ -120,6 +126,19 @@ class DatasetSpec:
         if self.item_kind == "features":
             if self.features is None or len(self.features) != md.height:
                 raise UserError(f"{src}: feature matrix does not match metadata rows")
+
+    def absent_groups(self) -> dict[str, list[str]]:
+        """Evaluation groups with no example in val or test, by split: their accuracy is
+        undefined, so worst-group accuracy there is the minimum over the others."""
+        groups = self.evaluation_groups()
+        out = {}
+        for split in ("val", "test"):
+            mask = self.split_mask(split)
+            empty = [n for n, m in zip(groups.names, groups.masks, strict=True)
+                     if not (m & mask).any()]
+            if empty:
+                out[split] = empty
+        return out
 
     def fingerprint(self) -> str:
         """Content hash of metadata (and features when embedded): keys caches and results.

@@ -193,3 +193,34 @@ def test_download_of_a_manual_dataset_says_how(bench_main):
     assert code == 2 and "dataset 'multinli' has no automatic download" in err
     code, err = bench_main("datasets", "download", "waterbird")
     assert code == 2 and "unknown dataset 'waterbird' (did you mean 'waterbirds'?)" in err
+
+
+def _features(path: Path, single_class: bool = False, drop_test_group: bool = False) -> Path:
+    rng = np.random.default_rng(0)
+    n = 300
+    x = rng.standard_normal((n, 8)).astype(np.float32)
+    split = np.repeat([0, 1, 2], n // 3)
+    y = np.zeros(n, int) if single_class else rng.integers(0, 2, n)
+    a = rng.integers(0, 2, n)
+    keep = ~((split == 2) & (y == 1) & (a == 0)) if drop_test_group else np.ones(n, bool)
+    np.savez(path, x=x[keep], y=y[keep], a=a[keep], split=split[keep])
+    return path
+
+
+def test_a_single_class_dataset_is_refused(bench_main, tmp_path):
+    path = _features(tmp_path / "one.npz", single_class=True)
+    code, err = bench_main("run", "--dataset", "features", "--dataset-opt", f"path={path}",
+                           "--methods", "erm", "--trials", "0", "--seeds", "1",
+                           "--runs-dir", str(tmp_path / "runs"), "--no-progress")
+    assert code == 2 and "needs at least two" in err and "one.npz" in err
+
+
+def test_a_group_absent_from_test_is_named_in_a_warning(tmp_path, caplog):
+    from bench.runner import Run, RunConfig
+
+    path = _features(tmp_path / "gap.npz", drop_test_group=True)
+    with caplog.at_level("WARNING", logger="bench.run"):
+        Run(RunConfig(dataset="features", dataset_opts={"path": str(path)}, methods=["erm"],
+                      runs_dir=tmp_path, progress=False))
+    (msg,) = [r.getMessage() for r in caplog.records if "no example" in r.getMessage()]
+    assert "y=class 1,a=attribute 0" in msg and "test split" in msg

@@ -41,9 +41,8 @@ class GroupDRORule(bench.BatchRule):
         group_loss = sums / counts.clamp_min(1)
         # the exponentiated update, kept in log space so it never overflows
         step = self.eta * (group_loss + self.adjust)
-        self.log_q = torch.where(counts > 0, self.log_q + step, self.log_q)
-        self.log_q = self.log_q - self.log_q.logsumexp(0)
-        return (self.q / counts.clamp_min(1))[gb]
+        self.log_q = torch.where(counts > 0, self.log_q + step, self.log_q).log_softmax(0)
+        return (self.log_q.exp() / counts.clamp_min(1))[gb]
 
 
 @bench.method

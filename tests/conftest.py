@@ -44,3 +44,13 @@ def default_params(entry) -> dict:
     params = {k: p.default for k, p in entry.create().search_space().items()}
     params.update(entry.fixed)
     return params
+
+
+def dfr_standardised(run):  # noqa: ANN001, ANN201
+    """Validation features standardised as DFR does (validation statistics), its labels,
+    and the test features on the same scale: (xs, yv, xt), float64 numpy."""
+    val, test = run.store.splits["val"], run.store.splits["test"]
+    xv = val.x.cpu().numpy().astype("float64")
+    mean, scale = xv.mean(0), xv.std(0) + 1e-8
+    xt = (test.x.cpu().numpy().astype("float64") - mean) / scale
+    return (xv - mean) / scale, val.y.cpu().numpy(), xt

@@ -14,7 +14,7 @@ import optuna
 import polars as pl
 import pytest
 import torch
-from conftest import bench_cli
+from conftest import bench_cli, default_params
 from torch.nn import functional as F
 
 import bench.batched as batched
@@ -342,15 +342,7 @@ def test_groupdro_batch_rule_on_the_analytic_engine_equals_autograd(tmp_path, mo
     """Group DRO's online q as a batch rule: the analytic engine (one configuration, and
     two at once) equals the autograd reference, uniform and group-balanced batches, mini
     and full batch (a weighted sampler's full batch is its draws, not every row once)."""
-    from conftest import default_params
-
-    from bench import registry
-    from bench.runner import Run, RunConfig
-
-    run = Run(RunConfig(methods=["groupdro"], runs_dir=tmp_path, progress=False, head=head,
-                        dataset_opts={"n_train": "900", "n_val": "300", "n_test": "300"}))
-    entry = registry.get_method("groupdro")
-    val = run.store.splits["val"]
+    run, entry, val = _small_run(tmp_path, "groupdro", head)
     calls = []
     original = batched.fit_batched
     monkeypatch.setattr(batched, "fit_batched",
@@ -392,15 +384,7 @@ def test_sfr_reweighting_and_dropout_on_the_analytic_engine_equal_autograd(tmp_p
     """SFR's per-epoch instance weights (a callback that replaces the loss weights) and
     its feature dropout (masks drawn per batch from the fit's own generator) on the
     analytic engine equal the autograd reference, at mini and full batch."""
-    from conftest import default_params
-
-    from bench import registry
-    from bench.runner import Run, RunConfig
-
-    run = Run(RunConfig(methods=["sfr"], runs_dir=tmp_path, progress=False, head=head,
-                        dataset_opts={"n_train": "900", "n_val": "300", "n_test": "300"}))
-    entry = registry.get_method("sfr")
-    val = run.store.splits["val"]
+    run, entry, val = _small_run(tmp_path, "sfr", head)
     seen = []
     original = batched.fit_batched
     monkeypatch.setattr(batched, "fit_batched", lambda *a, **kw: seen.append(
@@ -423,3 +407,13 @@ def test_sfr_reweighting_and_dropout_on_the_analytic_engine_equal_autograd(tmp_p
         torch.testing.assert_close(fast.info["weights"], ref.info["weights"], atol=1e-3,
                                    rtol=1e-4)
         assert fast.info["updates"] == ref.info["updates"] == [1, 2, 3]
+
+
+def _small_run(tmp_path, method: str, head: str):  # noqa: ANN001, ANN202
+    """A small synthetic run for one method's engine-equivalence test."""
+    from bench import registry
+    from bench.runner import Run, RunConfig
+
+    run = Run(RunConfig(methods=[method], runs_dir=tmp_path, progress=False, head=head,
+                        dataset_opts={"n_train": "900", "n_val": "300", "n_test": "300"}))
+    return run, registry.get_method(method), run.store.splits["val"]

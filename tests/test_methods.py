@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import default_params
+from conftest import default_params, dfr_standardised
 
 import bench
 from bench import registry
@@ -147,12 +147,8 @@ def test_dfr_average_is_the_mean_of_the_retrains(run):
     params = {**default_params(entry), "n_retrains": 5}
     pred = run.fit(entry, params, 0)
     info = pred.info
-    val, test = run.store.splits["val"], run.store.splits["test"]
-    xv = val.x.cpu().numpy().astype(np.float64)
-    yv = val.y.cpu().numpy()
-    mean, scale = xv.mean(0), xv.std(0) + 1e-8
-    xs = (xv - mean) / scale
-    xt = (test.x.cpu().numpy().astype(np.float64) - mean) / scale
+    xs, yv, xt = dfr_standardised(run)
+    test = run.store.splits["test"]
     assert len(info["picks"]) == 5
     decisions = []
     for pick in info["picks"]:

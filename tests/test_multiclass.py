@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import default_params
+from conftest import default_params, dfr_standardised
 from sklearn.multiclass import OneVsRestClassifier
 
 from bench import registry
@@ -148,12 +148,8 @@ def test_dfr_multiclass_logits_are_the_mean_one_vs_rest_decision_functions(runs,
     dfr = sys.modules[entry.cls.__module__]
     pred = run.fit(entry, {**default_params(entry), "n_retrains": 3}, 0)
     info = pred.info
-    val, test = run.store.splits["val"], run.store.splits["test"]
-    xv = val.x.cpu().numpy().astype(np.float64)
-    yv = val.y.cpu().numpy()
-    mean, scale = xv.mean(0), xv.std(0) + 1e-8
-    xs = (xv - mean) / scale
-    xt = (test.x.cpu().numpy().astype(np.float64) - mean) / scale
+    xs, yv, xt = dfr_standardised(run)
+    test = run.store.splits["test"]
     decisions = []
     for pick in info["picks"]:
         model = OneVsRestClassifier(dfr.l1_logistic(info["C"], info["seed"]))

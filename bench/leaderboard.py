@@ -409,6 +409,8 @@ def to_json(board: Board, name: str, published: str) -> dict[str, Any]:
 
 def rows_from_json(doc: dict[str, Any]) -> pl.DataFrame:
     """The results table a JSON twin was built from (inverse of `to_json`)."""
+    if not isinstance(doc, dict):
+        raise ValueError(f"not a spurbench leaderboard (a JSON {type(doc).__name__})")
     if doc.get("kind") != JSON_KIND:
         raise ValueError(f"not a spurbench leaderboard (kind={doc.get('kind')!r})")
     board = {k: doc.get(k) for k in BOARD_COLUMNS}

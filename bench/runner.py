@@ -44,7 +44,7 @@ from bench.selection import SelectionRule, check_allowed, get_rule, labels_used,
 from bench.space import Param, violations
 from bench.space import tunable as tunable_params
 from bench.store import FeatureSplit, FeatureStore, lend
-from bench.tracking import KIND, STUDY, TRIAL, Tracker, default_uri
+from bench.tracking import KIND, STUDY, TRIAL, Tracker, check_uri, default_uri
 from bench.trainer import Trainer
 from bench.tuning import (
     TuneOutcome,
@@ -89,6 +89,7 @@ class Run:
         self.console = console
         remember(cfg.storage)
         remember(cfg.tracking_uri)
+        check_uri(cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
         registry.load_plugins(cfg.plugins)
         self.plugin = registry.get_dataset(cfg.dataset)
         names = cfg.methods or list(registry.methods())
@@ -133,7 +134,12 @@ class Run:
         self.encoder_id = cfg.encoder or default_encoder_for(self.spec, self.plugin)
         self.key = key or self._default_name()
         self.run_dir = Path(cfg.out) if cfg.out else cfg.runs_dir / self.key
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise UserError(f"--out {self.run_dir}: a file, not a directory")
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"--out {self.run_dir}: cannot create it ({exc.strerror})") from None
         self.storage = cfg.storage or f"sqlite:///{(self.run_dir / 'optuna.db').resolve()}"
         open_storage(self.storage)  # a bad --storage fails now, not after encoding
         encoder = get_encoder(

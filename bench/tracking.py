@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.errors import UserError
 from bench.redact import redact, remember
 
 _BAD_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
@@ -32,6 +33,22 @@ TRIAL = "spurbench.trial"
 def metric_key(name: str) -> str:
     """MLflow keys allow [A-Za-z0-9_-. /]; group names like 'y=0,a=1' are mapped onto that."""
     return _BAD_KEY.sub("_", name)
+
+
+SCHEMES = ("file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
+def check_uri(uri: str | None) -> None:
+    """Refuse a tracking URI MLflow cannot use before any work starts: a path, or one of
+    SCHEMES (mlflow's own error is a traceback after the run has begun)."""
+    if not uri:
+        return
+    scheme = uri.partition("://")[0] if "://" in uri else ""
+    if scheme and scheme.split("+")[0] not in SCHEMES:
+        raise UserError(
+            f"--tracking-uri {redact(uri)}: unknown scheme '{scheme}'; expected a folder, "
+            "sqlite:///FILE, http(s)://HOST:PORT (an MLflow server) or postgresql://..."
+        )
 
 
 def default_uri(run_dir: Path) -> str:

@@ -23,6 +23,10 @@ KNOWN = ("path", "classes", "attributes", "class_text", "name")
 
 
 def _npz(path: Path) -> tuple[pl.DataFrame, np.ndarray, dict[str, np.ndarray]]:
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":  # .npz is a zip archive
+            raise bench.UserError(f"{path}: not an .npz file (no zip archive inside); write it "
+                                  "with numpy.savez(path, x=..., y=..., a=..., split=...)")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -38,6 +42,8 @@ def _npz(path: Path) -> tuple[pl.DataFrame, np.ndarray, dict[str, np.ndarray]]:
     x = arrays["x"]
     if x.ndim != 2:
         raise bench.UserError(f"{path}: array 'x' has shape {x.shape}; expected [N, D]")
+    if x.shape[0] == 0:
+        raise bench.UserError(f"{path}: array 'x' has no rows")
     cols = {}
     for k in ("y", "a", "split", "id"):
         if k in arrays:

@@ -224,3 +224,35 @@ def test_a_group_absent_from_test_is_named_in_a_warning(tmp_path, caplog):
                       runs_dir=tmp_path, progress=False))
     (msg,) = [r.getMessage() for r in caplog.records if "no example" in r.getMessage()]
     assert "y=class 1,a=attribute 0" in msg and "test split" in msg
+
+
+def _bad_input_cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    """Each case: the command line, and what its one-line error must say."""
+    zero = tmp_path / "zero.npz"
+    np.savez(zero, x=np.zeros((0, 4), np.float32), y=np.zeros(0, int), a=np.zeros(0, int),
+             split=np.zeros(0, int))
+    text = tmp_path / "text.npz"
+    text.write_text("hello")
+    empty_json = tmp_path / "empty.json"
+    empty_json.write_text("[]")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    quick = ["--methods", "erm", "--trials", "0", "--seeds", "1", "--no-progress",
+             "--runs-dir", str(tmp_path / "runs")]
+    return {
+        "tracking scheme": (["run", *quick, "--tracking-uri", "foo://bar"], "unknown scheme"),
+        "0-row npz": (["run", "--dataset", "features", "--dataset-opt", f"path={zero}", *quick],
+                      "has no rows"),
+        "text as npz": (["run", "--dataset", "features", "--dataset-opt", f"path={text}",
+                         *quick], "not an .npz file"),
+        "compare []": (["compare", str(empty_json), str(empty_json)], "a JSON list"),
+        "--out a file": (["run", *quick, "--out", str(a_file)], "a file, not a directory"),
+    }
+
+
+@pytest.mark.parametrize("case", ["tracking scheme", "0-row npz", "text as npz", "compare []",
+                                  "--out a file"])
+def test_bad_input_is_one_line_and_exit_2(bench_main, tmp_path, case):
+    args, says = _bad_input_cases(tmp_path)[case]
+    code, err = bench_main(*args)
+    assert code == 2 and says in err and "Traceback" not in err, err

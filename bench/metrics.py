@@ -58,36 +58,38 @@ def compute(
     acc = torch.where(present, hits / counts.clamp_min(1), torch.zeros_like(hits))
     prior = train_prior.to(torch.float64) * present
     adj = float((prior * acc).sum() / prior.sum()) if float(prior.sum()) > 0 else float("nan")
-    class_counts = torch.bincount(y, minlength=n_classes).to(torch.float64)
-    class_hits = torch.bincount(y, weights=correct, minlength=n_classes)
-    cls_present = class_counts > 0
-    class_acc = class_hits / class_counts.clamp_min(1)
+    worst_class, per_class = _class_accuracy(correct, y, n_classes)
     acc_l, cnt_l, present_l = acc.tolist(), counts.tolist(), present.tolist()
     return Metrics(
         wga=float(acc[present].min()),
         avg=float(correct.mean()),
         adj_avg=adj,
-        worst_class=float(class_acc[cls_present].min()),
+        worst_class=worst_class,
         per_group={n: a for n, a, p in zip(group_names, acc_l, present_l, strict=True) if p},
         group_counts={n: int(c) for n, c in zip(group_names, cnt_l, strict=True)},
-        per_class={k: float(class_acc[k]) for k in range(n_classes) if bool(cls_present[k])},
+        per_class=per_class,
     )
+
+
+def _class_accuracy(correct: torch.Tensor, y: torch.Tensor, n_classes: int
+                    ) -> tuple[float, dict[int, float]]:
+    """Worst-class accuracy and per-class accuracy over the classes present."""
+    class_counts = torch.bincount(y, minlength=n_classes).to(torch.float64)
+    class_hits = torch.bincount(y, weights=correct, minlength=n_classes)
+    present = class_counts > 0
+    class_acc = class_hits / class_counts.clamp_min(1)
+    per_class = {k: float(class_acc[k]) for k in range(n_classes) if bool(present[k])}
+    return float(class_acc[present].min()), per_class
 
 
 def label_free(pred: torch.Tensor, y: torch.Tensor, n_classes: int) -> Metrics:
     """The metrics that need no group labels (average, worst-class); the group metrics are
     NaN. What a label-free selection rule sees of the validation split."""
     correct = (pred == y).to(torch.float64)
-    class_counts = torch.bincount(y, minlength=n_classes).to(torch.float64)
-    class_hits = torch.bincount(y, weights=correct, minlength=n_classes)
-    present = class_counts > 0
-    class_acc = class_hits / class_counts.clamp_min(1)
+    worst_class, per_class = _class_accuracy(correct, y, n_classes)
     nan = float("nan")
-    return Metrics(
-        wga=nan, avg=float(correct.mean()), adj_avg=nan,
-        worst_class=float(class_acc[present].min()),
-        per_class={k: float(class_acc[k]) for k in range(n_classes) if bool(present[k])},
-    )
+    return Metrics(wga=nan, avg=float(correct.mean()), adj_avg=nan, worst_class=worst_class,
+                   per_class=per_class)
 
 
 def evaluate(predictor, split, store) -> Metrics:  # noqa: ANN001 - typed in bench.evaluation

@@ -165,6 +165,10 @@ class Run:
         return cache_dir()
 
     # -- one fit -----------------------------------------------------------------------
+    @property
+    def label_free_reason(self) -> str:
+        return f"selection '{self.rule.name}' uses no group labels"
+
     def lent_splits(self, entry: MethodEntry) -> tuple[FeatureSplit, FeatureSplit]:
         """Train and val as the method may see them: group and attribute labels only of
         the splits it declared, and only where the selection rule allows labels at all."""
@@ -172,7 +176,7 @@ class Run:
         for name in ("train", "val"):
             split = self.store.splits[name]
             if not self.rule.allows_group_labels:
-                split = split.withhold(f"selection '{self.rule.name}' uses no group labels")
+                split = split.withhold(self.label_free_reason)
             elif name not in entry.group_labels:
                 split = split.withhold(
                     f"method '{entry.name}' does not declare '{name}' in its group_labels")
@@ -184,7 +188,7 @@ class Run:
         validation split without its group labels (so only label-free metrics)."""
         val = self.store.splits["val"]
         if not self.rule.val_group_labels:
-            val = val.withhold(f"selection '{self.rule.name}' uses no group labels")
+            val = val.withhold(self.label_free_reason)
         return evaluate(predictor, val, self.store)
 
     def selection_score(self, predictor: Predictor) -> float:

@@ -3,7 +3,7 @@
 A method's `train(train, val, ctx)` is a generator: it yields a `Stage` (a head, the data,
 the optimisation settings, and the hooks that shape training: per-example weights, a
 sampler, a batch rule, a callback between epochs, feature dropout), receives the trained
-head back, and finally returns a Predictor. JTT yields two stages; most methods one.
+head back, and finally returns a Predictor. A multi-stage method yields several.
 
 `run_stages` drives K configurations (other parameters or seeds) in lockstep: at each
 step, stages that one computation can train together (the same data, built-in heads of
@@ -72,7 +72,7 @@ def _train_together(stages: list[Stage], ctxs: list[Context]) -> list[nn.Module 
         ones = torch.ones(len(data), device=data.x.device)
         weights = torch.stack([ones if h.weights is None else h.weights for h in hooks])
     rules = [h.batch_rule for h in hooks] if hooks[0].batch_rule is not None else None
-    callbacks = [_callback(h) for h in hooks]
+    callbacks = [h.epoch_callback() for h in hooks]
     return batched.fit_batched(
         [s.head for s in stages], data, [s.config for s in stages],
         [c.trainer for c in ctxs], weights, [h.sampler for h in hooks],
@@ -80,17 +80,6 @@ def _train_together(stages: list[Stage], ctxs: list[Context]) -> list[nn.Module 
         callbacks=callbacks if any(c is not None for c in callbacks) else None,
         dropouts=[h.dropout for h in hooks],
     )
-
-
-def _callback(h: Hooks) -> Any:
-    if h.before_epoch is None:
-        return None
-
-    def callback(epoch: int, head: nn.Module) -> torch.Tensor | None:
-        h.before_epoch(epoch, head)  # it may replace h.weights
-        return h.weights
-
-    return callback
 
 
 def _train_alone(stage: Stage, ctx: Context) -> nn.Module | Exception:

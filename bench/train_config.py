@@ -61,6 +61,18 @@ class Hooks:
     batch_rule: BatchRule | None = None
     dropout: nn.Module | None = None
 
+    def epoch_callback(self) -> Callable[[int, nn.Module], torch.Tensor | None] | None:
+        """`before_epoch` as the analytic engine takes it: called, then the (possibly
+        replaced) weights returned."""
+        if self.before_epoch is None:
+            return None
+
+        def callback(epoch: int, head: nn.Module) -> torch.Tensor | None:
+            self.before_epoch(epoch, head)
+            return self.weights
+
+        return callback
+
 
 def report_every(epochs: int, reports: int = 5) -> int:
     """Validation reports per fit are capped (about 5): each one is a storage round trip

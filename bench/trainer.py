@@ -94,13 +94,7 @@ class Trainer:
             raise ValueError(f"engine {engine!r}: expected 'auto' or 'autograd'")
         if engine == "auto" and analytic(head, data, hooks):
             rules = None if hooks.batch_rule is None else [hooks.batch_rule]
-            callbacks = None
-            if hooks.before_epoch is not None:
-                def callback(epoch: int, h: nn.Module) -> torch.Tensor | None:
-                    hooks.before_epoch(epoch, h)  # it may replace hooks.weights
-                    return hooks.weights
-
-                callbacks = [callback]
+            callbacks = None if hooks.before_epoch is None else [hooks.epoch_callback()]
             (out,) = batched.fit_batched(
                 [head], data, [cfg], [self], hooks.weights, [hooks.sampler], report=report,
                 rules=rules, callbacks=callbacks, dropouts=[hooks.dropout])

@@ -19,17 +19,28 @@ if TYPE_CHECKING:
     from bench.trainer import Trainer
 
 
+FAMILIES = (
+    "baseline", "reweighting", "robust optimisation", "group inference",
+    "last-layer retraining", "CLIP-specific", "other",
+)
+
+
 class Method:
     """Base class for method plugins. Subclass, set the class attributes, implement fit.
 
     `group_labels` names the splits whose group labels the method itself uses
     (a subset of {"train", "val"}); the harness refuses to run it where they are withheld.
+    `family` groups methods in `bench methods list` and docs/methods/README.md (one of
+    FAMILIES). `reference_engine` says why a method's stages need the autograd reference
+    engine (an arbitrary `loss`, a custom head); empty when the analytic engine trains it.
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     group_labels: ClassVar[frozenset[str]] = frozenset()
     paper: ClassVar[str] = ""
+    family: ClassVar[str] = "other"
+    reference_engine: ClassVar[str] = ""
 
     def search_space(self) -> dict[str, Param]:
         return {}
@@ -79,7 +90,7 @@ class Method:
     def engine(cls) -> str:
         """Which engine trains the method, for `bench methods list`."""
         if cls.describes_stages() and cls.fit is Method.fit:
-            return "stages"
+            return "stages (autograd)" if cls.reference_engine else "stages"
         return "own fit"
 
 

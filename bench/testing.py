@@ -25,6 +25,7 @@ import torch
 
 from bench import registry
 from bench.dataset import DatasetOptions
+from bench.method import FAMILIES
 from bench.space import Choice, Float, Int, violations
 from bench.store import LabelWithheld
 
@@ -96,6 +97,8 @@ def check_method(name: str, plugins: list[Path] | None = None, n_classes: tuple[
     registry.load_plugins(list(plugins or []))
     check_space(name)
     entry = registry.get_method(name)
+    assert entry.cls.family in FAMILIES, (
+        f"{name}: family {entry.cls.family!r} is not one of {FAMILIES}")
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(workdir or tmp)
         for c in n_classes:

@@ -54,7 +54,7 @@ log = logging.getLogger("bench.tuning")
 def batches(entry: MethodEntry) -> bool:
     """Whether the method trains several configurations in one computation."""
     cls = type(entry.create())
-    return cls.engine() == "stages" or cls.fit_batched is not Method.fit_batched
+    return cls.engine().startswith("stages") or cls.fit_batched is not Method.fit_batched
 
 
 class Prefit:

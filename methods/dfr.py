@@ -90,6 +90,7 @@ class DFR(bench.Method):
     name = "dfr"
     description = "Deep Feature Reweighting: L1 logistic regression on balanced validation data"
     group_labels = frozenset({"val"})
+    family = "last-layer retraining"
     paper = (
         "Kirichenko et al. 2022, Last Layer Re-Training is Sufficient for Robustness "
         "to Spurious Correlations"

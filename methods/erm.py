@@ -10,6 +10,7 @@ class ERM(bench.Method):
     name = "erm"
     description = "Empirical risk minimisation: mean cross-entropy, no group labels"
     group_labels = frozenset()
+    family = "baseline"
     paper = "Vapnik 1992; the baseline of Sagawa et al. 2020"
 
     def search_space(self) -> dict:

@@ -50,6 +50,7 @@ class GroupDRO(bench.Method):
     name = "groupdro"
     description = "Group DRO: online minimax over training groups (Sagawa et al. 2020)"
     group_labels = frozenset({"train"})
+    family = "robust optimisation"
     paper = "Sagawa et al. 2020, Distributionally Robust Neural Networks for Group Shifts"
 
     def search_space(self) -> dict:

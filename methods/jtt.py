@@ -29,6 +29,7 @@ class JTT(bench.Method):
     name = "jtt"
     description = "Just Train Twice: up-weight the errors of a briefly trained ERM head"
     group_labels = frozenset()
+    family = "group inference"
     paper = (
         "Liu et al. 2021, Just Train Twice: Improving Group Robustness without Training "
         "Group Information"

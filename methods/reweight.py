@@ -33,6 +33,7 @@ class Reweight(bench.Method):
     name = "reweight"
     description = "Group-balanced training from training group labels (RWG)"
     group_labels = frozenset({"train"})
+    family = "reweighting"
     paper = "Idrissi et al. 2022, Simple data balancing achieves competitive worst-group-accuracy"
 
     def search_space(self) -> dict:

@@ -74,6 +74,7 @@ class SFR(bench.Method):
     name = "sfr"
     description = "Shifted Feature Reweighting: feature dropout + disagreement instance weights"
     group_labels = frozenset({"train"})
+    family = "reweighting"
     paper = "Robust Multi-modal Learning with Shifted Feature Reweighting (ICLR 2025 submission)"
 
     def search_space(self) -> dict:

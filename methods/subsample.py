@@ -23,6 +23,7 @@ class Subsample(bench.Method):
     name = "subsample"
     description = "Train on a group-balanced random subsample (SUBG)"
     group_labels = frozenset({"train"})
+    family = "reweighting"
     paper = "Idrissi et al. 2022, Simple data balancing achieves competitive worst-group-accuracy"
 
     def search_space(self) -> dict:

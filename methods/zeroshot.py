@@ -10,6 +10,7 @@ class ZeroShot(bench.Method):
     name = "zeroshot"
     description = "Zero-shot prompt head (class text embeddings), no training, no labels"
     group_labels = frozenset()
+    family = "CLIP-specific"
     paper = (
         "Radford et al. 2021, Learning Transferable Visual Models From Natural Language Supervision"
     )

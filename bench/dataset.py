@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
+import polars as pl
+
 from bench.errors import UserError
 from bench.spec import DatasetSpec
 
@@ -43,6 +46,12 @@ class Dataset:
     for feature datasets, else CLIP ViT-B/32 with OpenAI weights).
     options_help: the --dataset-opt keys it takes, for error messages and the docs.
     can_download: whether `download` fetches it (the WILDS downloader, the authors' URL).
+    modality: "image", "text" or "features", for `bench datasets list`.
+    paper: the dataset's paper, for `bench datasets list` and docs/datasets.md.
+    evaluation_only: the dataset has no training split (only its evaluation splits are
+    loaded); only methods that need no training run on it.
+    extra_metrics: the dataset's own metrics (e.g. a background gap) on one evaluation
+    split, reported on the leaderboard beside worst-group accuracy.
     """
 
     name: ClassVar[str] = ""
@@ -51,6 +60,15 @@ class Dataset:
     download_hint: ClassVar[str] = ""
     default_encoder: ClassVar[str] = ""
     options_help: ClassVar[str] = ""
+    modality: ClassVar[str] = "image"
+    paper: ClassVar[str] = ""
+    evaluation_only: ClassVar[bool] = False
+
+    def extra_metrics(self, metadata: pl.DataFrame, pred: np.ndarray) -> dict[str, float]:
+        """Metrics of this dataset's own protocol on one evaluation split: `metadata` is
+        that split's rows of the spec's metadata (in order), `pred` the predicted classes.
+        Values are percentages where they are accuracies; {} when the dataset has none."""
+        return {}
 
     def load(self, options: DatasetOptions) -> DatasetSpec:
         raise NotImplementedError

@@ -6,13 +6,14 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
-
-import numpy as np
-import polars as pl
+from typing import TYPE_CHECKING, ClassVar
 
 from bench.errors import UserError
 from bench.spec import DatasetSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+    import polars as pl
 
 
 @dataclass

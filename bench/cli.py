@@ -160,17 +160,24 @@ def run(
 def methods_list(plugins: list[Path] = PluginsOpt) -> None:
     from rich.table import Table
 
-    from bench import registry
+    from bench.method import FAMILIES
+    from bench.plugin_index import listing
 
-    registry.load_plugins(plugins or [])
-    table = Table("method", "description", "group labels needed", "engine")
-    for name, entry in registry.methods().items():
-        table.add_row(name, entry.description, ",".join(sorted(entry.group_labels)) or "none",
-                      entry.cls.engine())
+    methods, _ = listing(plugins)
+    table = Table("method", "description", "group labels", "engine")
+    order = {f: i for i, f in enumerate(FAMILIES)}
+    families = sorted({m.family for m in methods}, key=lambda f: (order.get(f, len(order)), f))
+    for family in families:
+        table.add_section()
+        table.add_row(f"[bold]{family}[/bold]", "", "", "")
+        for m in (m for m in methods if m.family == family):
+            table.add_row(m.name, m.description, ",".join(sorted(m.group_labels)) or "none",
+                          m.engine)
     out.print(table)
-    out.print("engine: `stages` = trained by the harness (the analytic engine; K configurations "
-              "at once); `own fit` = the method's own fit (no training, closed form, or a "
-              "custom loss on the autograd reference engine)")
+    out.print("engine: `stages` = the harness trains the method's stages on the analytic "
+              "engine (K configurations at once); `stages (autograd)` = on the autograd "
+              "reference engine (an arbitrary loss or head); `own fit` = no training or a "
+              "closed form (e.g. zero-shot, DFR's logistic regression)")
 
 
 @datasets_app.command(
@@ -181,17 +188,18 @@ def methods_list(plugins: list[Path] = PluginsOpt) -> None:
 def datasets_list(plugins: list[Path] = PluginsOpt) -> None:
     from rich.table import Table
 
-    from bench import registry
+    from bench.plugin_index import listing
 
-    registry.load_plugins(plugins or [])
-    table = Table("dataset", "description", "embedded", "how to get it")
-    for name, cls in registry.datasets().items():
-        table.add_row(
-            name,
-            cls.description,
-            "yes" if cls.embedded else "no",
-            "built in" if cls.embedded else cls.download_hint,
-        )
+    _, datasets = listing(plugins)
+    table = Table("dataset", "description", "modality", "classes", "groups", "train split",
+                  "how to get it", "paper")
+    for d in datasets:
+        how = ("embedded" if d.embedded
+               else f"bench datasets download {d.name}" if d.can_download
+               else d.download_hint or "see docs/datasets.md")
+        table.add_row(d.name, d.description, d.modality, d.classes or "from your data",
+                      d.groups or "from your data",
+                      "no (evaluation only)" if d.evaluation_only else "yes", how, d.paper)
     out.print(table)
 
 

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from bench.errors import UserError
-from bench.spec import DatasetSpec
 
 if TYPE_CHECKING:
     import numpy as np
     import polars as pl
+
+    from bench.spec import DatasetSpec
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Dataset:
     can_download: whether `download` fetches it (the WILDS downloader, the authors' URL).
     modality: "image", "text" or "features", for `bench datasets list`.
     paper: the dataset's paper, for `bench datasets list` and docs/datasets.md.
+    classes, groups: what `bench datasets list` says about them ("" = set by your data).
     evaluation_only: the dataset has no training split (only its evaluation splits are
     loaded); only methods that need no training run on it.
     extra_metrics: the dataset's own metrics (e.g. a background gap) on one evaluation
@@ -63,6 +65,8 @@ class Dataset:
     options_help: ClassVar[str] = ""
     modality: ClassVar[str] = "image"
     paper: ClassVar[str] = ""
+    classes: ClassVar[str] = ""
+    groups: ClassVar[str] = ""
     evaluation_only: ClassVar[bool] = False
 
     def extra_metrics(self, metadata: pl.DataFrame, pred: np.ndarray) -> dict[str, float]:

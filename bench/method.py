@@ -6,15 +6,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-
 from bench.space import Param
-from bench.stages import Training, run_stages
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch and the engine load when a method first trains, not at import
+    import torch
+
     from bench.heads import HeadFactory
     from bench.predictor import Predictor
     from bench.references import ReferenceStore
+    from bench.stages import Training
     from bench.store import FeatureSplit, FeatureStore
     from bench.trainer import Trainer
 
@@ -64,6 +64,8 @@ class Method:
         zero-shot or a closed-form fit, overrides this instead)."""
         if not self.describes_stages():
             raise NotImplementedError(f"method '{self.name}' defines neither train nor fit")
+        from bench.stages import run_stages
+
         (out,) = run_stages(self, train, val, [ctx])
         if isinstance(out, Exception):
             raise out
@@ -77,6 +79,8 @@ class Method:
         that overrides `fit` is fitted one configuration after another. A configuration
         that fails (diverges, is pruned) is returned as its exception."""
         if self.describes_stages() and type(self).fit is Method.fit:
+            from bench.stages import run_stages
+
             return run_stages(self, train, val, ctxs)
         out: list[Predictor | Exception] = []
         for ctx in ctxs:

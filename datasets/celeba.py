@@ -30,6 +30,10 @@ def _names(attr: str) -> list[str]:
 class CelebA(bench.Dataset):
     name = "celeba"
     description = "CelebA (WILDS): blond vs dark hair, spuriously correlated with gender"
+    modality = "image"
+    paper = "Liu et al. 2015; groups of Sagawa et al. 2020"
+    classes = "2 (hair: dark, blond)"
+    groups = "4 (hair × male)"
     download_hint = "bench datasets download celeba (WILDS, ~1.3 GB)"
     wilds_name = "celebA"
 

@@ -43,6 +43,10 @@ def _at_least_half(df: pl.DataFrame, col: str, path) -> np.ndarray:  # noqa: ANN
 class CivilComments(bench.Dataset):
     name = "civilcomments"
     description = "CivilComments (WILDS): toxicity; 16 overlapping identity x label groups"
+    modality = "text"
+    paper = "Borkan et al. 2019; WILDS (Koh et al. 2021)"
+    classes = "2 (non-toxic, toxic)"
+    groups = "16 (label × identity, overlapping)"
     download_hint = "bench datasets download civilcomments (WILDS, ~90 MB)"
     wilds_name = "civilcomments"
     options_help = "train_groups: any (default) | label | one of " + ", ".join(IDENTITIES)

@@ -23,6 +23,10 @@ COLOURS = np.array([[1.0, 0.5, 0.2], [0.2, 0.5, 1.0]], dtype=np.float32)  # red,
 class ColoredDigits(bench.Dataset):
     name = "colored-digits"
     description = "sklearn digits (real), y = digit >= 5, spurious colour; pixel features"
+    modality = "image"
+    paper = "Alvi et al. 2018-style colour shortcut on sklearn digits"
+    classes = "2 (digit < 5, ≥ 5)"
+    groups = "4 (label × colour)"
     embedded = True
     options_help = "correlation (0.95): P(colour agrees with label) in train"
 

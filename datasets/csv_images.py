@@ -31,6 +31,7 @@ def _names(options: bench.DatasetOptions, key: str, prefix: str, values) -> list
 class CsvImages(bench.Dataset):
     name = "csv"
     description = "Your own images: a metadata CSV (filename, y, a, split) plus an image root"
+    modality = "image"
     download_hint = "bring your own: --dataset-opt metadata=FILE (see docs/datasets.md)"
     options_help = "metadata=FILE, images=DIR, classes=A,B, attributes=A,B, prompts=T|T, name=NAME"
 

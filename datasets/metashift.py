@@ -61,6 +61,10 @@ def _generated(folder: Path) -> pl.DataFrame:
 class MetaShift(bench.Dataset):
     name = "metashift"
     description = "MetaShift cats vs dogs with indoor/outdoor context (SubpopBench format)"
+    modality = "image"
+    paper = "Liang & Zou 2022, MetaShift"
+    classes = "2 (dog, cat)"
+    groups = "4 (label × indoor/outdoor)"
     download_hint = "manual: MetaShift-Cat-Dog-indoor-outdoor into DATA/metashift"
 
     def load(self, options: bench.DatasetOptions) -> bench.DatasetSpec:

@@ -46,6 +46,10 @@ def _read_texts(folder) -> pl.DataFrame:  # noqa: ANN001
 class MultiNLI(bench.Dataset):
     name = "multinli"
     description = "MultiNLI (group_DRO): entailment labels vs negation words in the hypothesis"
+    modality = "text"
+    paper = "Williams et al. 2018; groups of Sagawa et al. 2020"
+    classes = "3 (contradiction, entailment, neutral)"
+    groups = "6 (label × negation)"
     download_hint = (
         "manual: group_DRO metadata_random.csv + MultiNLI 1.0 jsonl (see docs/datasets.md)"
     )

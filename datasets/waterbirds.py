@@ -22,6 +22,10 @@ HINT = (
 class Waterbirds(bench.Dataset):
     name = "waterbirds"
     description = "Waterbirds (WILDS): landbird/waterbird on land/water backgrounds"
+    modality = "image"
+    paper = "Sagawa et al. 2020"
+    classes = "2 (landbird, waterbird)"
+    groups = "4 (bird × place)"
     download_hint = "bench datasets download waterbirds (WILDS, ~1 GB)"
     wilds_name = "waterbirds"
 

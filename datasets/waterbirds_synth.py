@@ -148,6 +148,10 @@ def _materialise(folder: Path, rows: list, size: int, seed: int) -> None:
 class WaterbirdsSynth(bench.Dataset):
     name = "waterbirds-synth"
     description = "Rendered birds on land/water backgrounds (images -> encoder -> cache)"
+    modality = "image"
+    paper = "rendered stand-in for Sagawa et al. 2020 (synthetic)"
+    classes = "2 (landbird, waterbird)"
+    groups = "4 (bird × place)"
     embedded = True
     default_encoder = "openclip:spurbench-tiny:none"
     options_help = "n_train (1199), n_val (300), n_test (600), size (64 px)"

@@ -71,18 +71,21 @@ class _Kind:
 
     def grad(self, segs: list[torch.Tensor], k: int, xb: torch.Tensor, oh: torch.Tensor,
              scale: torch.Tensor, out: list[torch.Tensor], accumulate: bool,
-             shared: bool) -> None:
+             shared: bool, offset: torch.Tensor | None = None) -> None:
         """Σ_i scale_i ∇CE_i over a block of rows, for all k configurations, into `out`.
-        shared: xb [n, D] serves every configuration; else xb [k, n, D], own rows each."""
+        shared: xb [n, D] serves every configuration; else xb [k, n, D], own rows each.
+        offset: [k, C] added to each configuration's logits before the loss (Hooks.
+        logit_offset), so the gradient is that of CE(z + b): softmax(z + b) − one-hot."""
         raise NotImplementedError
 
     def run_grad(self, segs: list[torch.Tensor], k: int, x: torch.Tensor, onehot: torch.Tensor,
-                 scale: torch.Tensor, run: list[tuple[int, int]], out: list[torch.Tensor]) -> None:
+                 scale: torch.Tensor, run: list[tuple[int, int]], out: list[torch.Tensor],
+                 offset: torch.Tensor | None = None) -> None:
         """Σ over the stored rows of a run of blocks (full batch: x, onehot and the
         shared scale [n, K|1, 1] indexed by row), into `out`."""
         for start, end in run:
             self.grad(segs, k, x[start:end], onehot[start:end], scale[start:end], out,
-                      start != run[0][0], True)
+                      start != run[0][0], True, offset)
 
 
 class _Linear(_Kind):
@@ -101,9 +104,17 @@ class _Linear(_Kind):
         head.linear.weight.copy_(segs[0].view(self.c, self.d))
         head.linear.bias.copy_(segs[1])
 
-    def grad(self, segs, k, xb, oh, scale, out, accumulate, shared) -> None:  # noqa: ANN001
+    @staticmethod
+    def _shifted(segs: list[torch.Tensor], offset: torch.Tensor | None) -> list[torch.Tensor]:
+        """A logit offset is a bias the optimizer never sees: W h + (b + o) gives the
+        logits, and the gradient in b is the same whatever b's value."""
+        return segs if offset is None else [segs[0], segs[1] + offset.reshape(-1)]
+
+    def grad(self, segs, k, xb, oh, scale, out, accumulate, shared,  # noqa: ANN001
+             offset=None) -> None:  # noqa: ANN001
         """Σ_i scale_i ∇CE_i over the block into `out` (added to it when accumulating)."""
         c, d = self.c, self.d
+        segs = self._shifted(segs, offset)
         if shared and k == 1 and c == 2:
             sc = scale if isinstance(scale, _RuleScale) else scale.reshape(-1)
             self._binary_grad(segs, xb, oh, sc, out, accumulate)
@@ -137,7 +148,8 @@ class _Linear(_Kind):
             torch.sum(g, 1, out=gb)
 
 
-    def run_grad(self, segs, k, x, onehot, scale, run, out) -> None:  # noqa: ANN001
+    def run_grad(self, segs, k, x, onehot, scale, run, out, offset=None) -> None:  # noqa: ANN001
+        segs = self._shifted(segs, offset)
         if k == 1 and self.c == 2:
             self._binary_run_grad(segs, x, onehot, scale, run, out)
         else:
@@ -205,25 +217,27 @@ class _Prompt(_Kind):
     def write(self, head: nn.Module, segs: list[torch.Tensor]) -> None:
         head.proj.copy_(segs[0].view(self.e, self.d))
 
-    def grad(self, segs, k, xb, oh, scale, out, accumulate, shared) -> None:  # noqa: ANN001
+    def grad(self, segs, k, xb, oh, scale, out, accumulate, shared,  # noqa: ANN001
+             offset=None) -> None:  # noqa: ANN001
         """Compute-bound (a D×D' product per row): configurations go in groups whose
         products keep the shapes one head would have, which the GEMM runs fastest."""
         size, per = self.e * self.d, max(1, PROMPT_GROUP // self.e)
         for lo in range(0, k, per):
             hi = min(k, lo + per)
             p, o = segs[0][lo * size : hi * size], out[0][lo * size : hi * size]
+            off = None if offset is None else offset[lo:hi]
             if callable(scale):  # a batch rule: the scale of configurations lo..hi
                 sc = partial(_offset_rule, scale, lo, hi)
                 self._grad(p, hi - lo, xb if shared else xb[lo:hi], oh if shared else oh[lo:hi],
-                           sc, o, accumulate, shared)
+                           sc, o, accumulate, shared, off)
             elif shared:
                 sc = scale if scale.shape[1] == 1 else scale[:, lo:hi]
-                self._grad(p, hi - lo, xb, oh, sc, o, accumulate, True)
+                self._grad(p, hi - lo, xb, oh, sc, o, accumulate, True, off)
             else:
                 sc = scale if scale.shape[0] == 1 else scale[lo:hi]
-                self._grad(p, hi - lo, xb[lo:hi], oh[lo:hi], sc, o, accumulate, False)
+                self._grad(p, hi - lo, xb[lo:hi], oh[lo:hi], sc, o, accumulate, False, off)
 
-    def _grad(self, p, k, xb, oh, scale, out, accumulate, shared) -> None:  # noqa: ANN001
+    def _grad(self, p, k, xb, oh, scale, out, accumulate, shared, offset=None) -> None:  # noqa: ANN001
         e, d, t, s = self.e, self.d, self.text, self.scale
         if shared:
             u = torch.mm(xb, p.view(k * e, d).t()).view(-1, k, e)
@@ -232,6 +246,8 @@ class _Prompt(_Kind):
         r = u.norm(dim=-1, keepdim=True).clamp_min_(1e-12)  # F.normalize's eps
         z = u / r
         logits = (z @ t.t()).mul_(s)
+        if offset is not None:  # [k, C]: shared logits are [n, k, C], own rows [k, n, C]
+            logits.add_(offset if shared else offset.unsqueeze(1))
         if callable(scale):
             scale = scale(logits)
         g = _softmax_(logits).sub_(oh if not shared else oh.unsqueeze(1)).mul_(scale)
@@ -245,6 +261,18 @@ class _Prompt(_Kind):
             gp = out.view(k, e, d)
             dut = du.transpose(1, 2)
             gp.baddbmm_(dut, xb) if accumulate else torch.bmm(dut, xb, out=gp)
+
+
+def _stack_offsets(offsets: list[torch.Tensor | None],
+                   device: torch.device) -> torch.Tensor | None:
+    """Per-configuration logit offsets as one [k, C] tensor (zeros where a configuration
+    has none), or None when no configuration has one."""
+    given = [o for o in offsets if o is not None]
+    if not given:
+        return None
+    zero = torch.zeros_like(given[0].reshape(-1), dtype=torch.float32)
+    return torch.stack([zero if o is None else o.reshape(-1).to(torch.float32)
+                        for o in offsets]).to(device)
 
 
 def _offset_rule(rule, lo: int, hi: int, logits: torch.Tensor):  # noqa: ANN001, ANN202
@@ -295,10 +323,14 @@ def _kind_of(heads: list[nn.Module]) -> _Kind:
 # -- a stack: configurations that step together ----------------------------------------
 class _Stack:
     """Configurations with the same optimizer and batch size: flat parameters [K·P] and
-    optimizer state, per-element lr and weight decay, one step counter."""
+    optimizer state, per-element lr and weight decay, one step counter; and where
+    configurations have them, logit offsets [K, C] and anchors (flat, as theta) with
+    per-element pull 2λ (Hooks.logit_offset, Hooks.anchor)."""
 
     def __init__(self, kind: _Kind, ks: list[int], heads: list[nn.Module],
-                 cfgs: list[TrainConfig], batch: int, device: torch.device) -> None:
+                 cfgs: list[TrainConfig], batch: int, device: torch.device,
+                 offsets: list[torch.Tensor | None] | None = None,
+                 anchors: list[tuple[nn.Module, float] | None] | None = None) -> None:
         self.kind, self.ks, self.batch = kind, list(ks), batch
         self.sizes = kind.sizes()
         cfg = cfgs[ks[0]]
@@ -314,6 +346,19 @@ class _Stack:
         self.v = torch.zeros_like(self.theta) if self.adam else None
         self.lr_cfg = torch.tensor([cfgs[k].lr for k in ks], dtype=torch.float32)
         self.wd_cfg = torch.tensor([cfgs[k].weight_decay for k in ks], dtype=torch.float32)
+        self.offset = _stack_offsets([offsets[k] for k in ks] if offsets else [], device)
+        self.anchor, self.pull_cfg = None, None
+        if anchors and any(anchors[k] is not None for k in ks):
+            # a configuration without an anchor pulls with strength 0 toward its own start
+            per_anchor = [per_head[i] if anchors[k] is None else kind.read(anchors[k][0])
+                          for i, k in enumerate(ks)]
+            self.anchor = torch.cat([
+                torch.stack([p[i] for p in per_anchor]).reshape(-1)
+                for i in range(len(self.sizes))
+            ]).to(device=device, dtype=torch.float32)
+            self.pull_cfg = torch.tensor(
+                [0.0 if anchors[k] is None else 2.0 * float(anchors[k][1]) for k in ks],
+                dtype=torch.float32)
         self._expand()
 
     def _expand(self) -> None:
@@ -324,6 +369,7 @@ class _Stack:
         self.lr = per_elem(self.lr_cfg)
         wd = per_elem(self.wd_cfg)
         self.decay = (1 - self.lr * wd) if self.adam else wd
+        self.pull = None if self.pull_cfg is None else per_elem(self.pull_cfg)
         self.p, self.g = self.segs(self.theta), self.segs(self.grad)
 
     @property
@@ -356,11 +402,15 @@ class _Stack:
                 return None
             return torch.cat([s.view(self.k, -1)[didx].reshape(-1) for s in self.segs(flat)])
 
-        self.theta, self.grad, self.m, self.v = (
-            sel(self.theta), sel(self.grad), sel(self.m), sel(self.v)
+        self.theta, self.grad, self.m, self.v, self.anchor = (
+            sel(self.theta), sel(self.grad), sel(self.m), sel(self.v), sel(self.anchor)
         )
         self.ks = [self.ks[i] for i in keep]
         self.lr_cfg, self.wd_cfg = self.lr_cfg[idx], self.wd_cfg[idx]
+        if self.pull_cfg is not None:
+            self.pull_cfg = self.pull_cfg[idx]
+        if self.offset is not None:
+            self.offset = self.offset[didx]
         self._expand()
 
     def step(self) -> None:
@@ -368,6 +418,8 @@ class _Stack:
         in cache-sized pieces (K prompt heads' state is tens of MB: one pass per op over
         all of it would stream it from memory several times per step)."""
         self.t += 1
+        if self.anchor is not None:  # ∇ λ‖θ − θ_anchor‖² = 2λ(θ − θ_anchor), at the pre-step θ
+            self.grad.addcmul_(self.theta - self.anchor, self.pull)
         n = self.theta.numel()
         if n <= STEP_CHUNK:
             self._update(self.theta, self.grad, self.m, self.v, self.lr, self.decay)
@@ -530,7 +582,7 @@ def _stream_epoch(kind: _Kind, stacks: list[_Stack], x: torch.Tensor, onehot: to
         outs = [torch.empty_like(st.grad) for st in stacks]
         for st, sc, out in zip(stacks, scales, outs, strict=True):
             kind.run_grad(st.p, st.k, x, onehot, _shared_scale(sc, 0, len(sc)), run,
-                          st.segs(out))
+                          st.segs(out), st.offset)
         return outs
 
     # one partial gradient per worker: 16 prompt heads on 64 cores would be 2.4 GB
@@ -557,6 +609,8 @@ def fit_batched(
     rules: list[BatchRule] | None = None,
     callbacks: list[Callable[[int, nn.Module], torch.Tensor | None] | None] | None = None,
     dropouts: list[Any] | None = None,
+    offsets: list[torch.Tensor | None] | None = None,
+    anchors: list[tuple[nn.Module, float] | None] | None = None,
 ) -> list[nn.Module | Exception]:
     """Train heads[k] with cfgs[k] as trainers[k].fit would, all K in one computation.
 
@@ -569,6 +623,10 @@ def fit_batched(
     that configuration's loss weights from then on (None: unchanged). SFR's re-weighting.
     dropouts: per configuration, a bench.FeatureDropout (or None): each batch's features
     are multiplied by its next mask, drawn per batch in batch order as Trainer.fit does.
+    offsets: per configuration, a [C] logit offset (or None) added to the logits in
+    training only: the loss is CE(z + b) (logit adjustment). anchors: per configuration,
+    (anchor head, λ) or None: λ‖θ − θ_anchor‖² is added to every batch's loss (AFR's
+    pull toward the ERM layer); the anchor is a head of the same kind.
     Returns the trained heads (in eval mode), or for a configuration that diverged or
     whose reporter raised (a pruned trial), that exception.
     """
@@ -599,7 +657,10 @@ def fit_batched(
     for k, c in live.items():
         opt = "sgd" if cfgs[k].optimizer == "sgd" else "adamw"
         groups.setdefault((opt, cfgs[k].momentum if opt == "sgd" else 0.0, c.batch), []).append(k)
-    stacks = [_Stack(kind, ks, heads, cfgs, key[2], device) for key, ks in groups.items()]
+    if any(extra is not None and len(extra) != n_cfg for extra in (offsets, anchors)):
+        raise ValueError("offsets and anchors need one entry (or None) per configuration")
+    stacks = [_Stack(kind, ks, heads, cfgs, key[2], device, offsets, anchors)
+              for key, ks in groups.items()]
     blocks = _blocks(n, {s.batch for s in stacks}, block_rows)
     row_bytes = x.shape[1] * x.element_size()
     dropouts = dropouts or [None] * n_cfg
@@ -683,7 +744,8 @@ def fit_batched(
                         else:
                             s = (sc[:, start:end].unsqueeze(-1) if sc.dim() == 2
                                  else sc[start:end].view(1, -1, 1))
-                        kind.grad(st.p, st.k, xb, oh, s, st.g, start % st.batch != 0, shared)
+                        kind.grad(st.p, st.k, xb, oh, s, st.g, start % st.batch != 0, shared,
+                                  st.offset)
                         if end % st.batch == 0 or end == n:
                             st.step()
         epoch += 1

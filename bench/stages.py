@@ -79,6 +79,10 @@ def _train_together(stages: list[Stage], ctxs: list[Context]) -> list[nn.Module 
         report=stages[0].report, rules=rules,
         callbacks=callbacks if any(c is not None for c in callbacks) else None,
         dropouts=[h.dropout for h in hooks],
+        offsets=[h.logit_offset for h in hooks]
+        if any(h.logit_offset is not None for h in hooks) else None,
+        anchors=[h.anchor_pair() for h in hooks]
+        if any(h.anchor_pair() is not None for h in hooks) else None,
     )
 
 

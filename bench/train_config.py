@@ -52,6 +52,11 @@ class Hooks:
     before_epoch: called with (epoch, head) before each epoch; may change `weights`.
     batch_rule: per-example weights from each batch's own losses (instead of `weights`).
     dropout: a bench.FeatureDropout applied to each batch's features (training only).
+    logit_offset: [C] added to the logits in training only, so the loss is CE(z + b)
+        (logit adjustment: b = τ·log π); the trained head predicts with plain logits.
+    anchor, anchor_strength: a head of the same kind as the trained one; λ‖θ − θ_anchor‖²
+        (λ = anchor_strength, over every trained parameter) is added to each batch's
+        loss: an L2 pull toward the anchor instead of toward zero (AFR's ERM layer).
     """
 
     weights: torch.Tensor | None = None
@@ -60,6 +65,15 @@ class Hooks:
     before_epoch: EpochFn | None = None
     batch_rule: BatchRule | None = None
     dropout: nn.Module | None = None
+    logit_offset: torch.Tensor | None = None
+    anchor: nn.Module | None = None
+    anchor_strength: float = 0.0
+
+    def anchor_pair(self) -> tuple[nn.Module, float] | None:
+        """(anchor, λ) as the analytic engine takes it; None when nothing pulls."""
+        if self.anchor is None or self.anchor_strength == 0:
+            return None
+        return self.anchor, float(self.anchor_strength)
 
     def epoch_callback(self) -> Callable[[int, nn.Module], torch.Tensor | None] | None:
         """`before_epoch` as the analytic engine takes it: called, then the (possibly

@@ -51,6 +51,7 @@ def analytic(head: nn.Module, data: FeatureSplit, hooks: Hooks) -> bool:
         and data.x.dtype == torch.float32
         and hooks.loss is None
         and (hooks.sampler is None or hooks.sampler.epoch_length == len(data))
+        and (hooks.anchor_pair() is None or type(hooks.anchor) is type(head))
     )
 
 
@@ -97,7 +98,8 @@ class Trainer:
             callbacks = None if hooks.before_epoch is None else [hooks.epoch_callback()]
             (out,) = batched.fit_batched(
                 [head], data, [cfg], [self], hooks.weights, [hooks.sampler], report=report,
-                rules=rules, callbacks=callbacks, dropouts=[hooks.dropout])
+                rules=rules, callbacks=callbacks, dropouts=[hooks.dropout],
+                offsets=[hooks.logit_offset], anchors=[hooks.anchor_pair()])
             if isinstance(out, Exception):  # divergence, or the reporter pruned the trial
                 raise out
             return out
@@ -112,6 +114,11 @@ class Trainer:
     ) -> nn.Module:
         opt = self.make_optimizer(head, cfg)
         every = report_every(cfg.epochs)
+        pull = hooks.anchor_pair()
+        if pull is not None:
+            trained = [p for p in head.parameters() if p.requires_grad]
+            anchor = [a.detach() for a, p in zip(pull[0].parameters(), head.parameters(),
+                                                 strict=True) if p.requires_grad]
         head.train()
         for epoch in range(cfg.epochs):
             if hooks.before_epoch is not None:
@@ -122,6 +129,8 @@ class Trainer:
                 if hooks.dropout is not None:
                     xb = xb * hooks.dropout.factor(xb.shape, xb.device)
                 logits = head(xb)
+                if hooks.logit_offset is not None:
+                    logits = logits + hooks.logit_offset
                 if hooks.loss is not None:
                     loss = hooks.loss(logits, data.y[idx], idx)
                 elif hooks.batch_rule is not None:
@@ -133,6 +142,9 @@ class Trainer:
                     loss = (w * ce).sum() / w.sum().clamp_min(1e-12)
                 else:
                     loss = F.cross_entropy(logits, data.y[idx])
+                if pull is not None:
+                    loss = loss + pull[1] * sum(
+                        (p - a).pow(2).sum() for p, a in zip(trained, anchor, strict=True))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -4,9 +4,11 @@ An entry is `<cache>/features/<dataset>-<key>.npz` (plain arrays, read with
 allow_pickle=False) plus a `.json` manifest written after it with the file's size and
 sha256 and each array's shape and dtype. The key hashes everything that decides the
 numbers: the dataset's fingerprint, the identity (size, mtime) of every item file, the
-encoder id, its weights identity and its preprocessing. A corrupt or stale entry is
-rebuilt with a warning, never trusted; a file lock makes two processes encoding the same
-dataset wait for one another instead of both writing.
+encoder id, its weights identity and its preprocessing. The text tower's outputs (class,
+attribute and "class with attribute" prompt embeddings) are stored beside the features;
+an entry whose manifest does not list its text arrays predates them and is rebuilt. A corrupt
+or stale entry is rebuilt with a warning, never trusted; a file lock makes two processes
+encoding the same dataset wait for one another instead of both writing.
 """
 
 from __future__ import annotations
@@ -147,22 +149,27 @@ class Entry:
                 raise ValueError(f"array '{name}' has shape {arr.shape} dtype {arr.dtype}")
         if arrays["features"].shape[0] != identity["rows"]:
             raise ValueError("row count differs from the dataset")
+        if "text" not in m:
+            # written before attribute text was cached: same key, so rebuilt in place
+            raise ValueError("entry predates attribute text")
         return Encoded(
             features=arrays["features"],
             class_text=arrays.get("class_text"),
             visual_projection=arrays.get("visual_projection"),
             logit_scale=float(m["logit_scale"]),
             untrained=bool(m["untrained"]),
+            attr_text=arrays.get("attr_text"),
+            class_attr_text=arrays.get("class_attr_text"),
         )
 
     def write(self, identity: dict[str, Any], encoded: Encoded, meta: dict[str, Any]) -> None:
         arrays = {"features": np.ascontiguousarray(encoded.features, dtype=np.float32)}
         if encoded.class_text is not None:
             arrays["class_text"] = np.ascontiguousarray(encoded.class_text, dtype=np.float32)
-        if encoded.visual_projection is not None:
-            arrays["visual_projection"] = np.ascontiguousarray(
-                encoded.visual_projection, dtype=np.float32
-            )
+        for name in ("visual_projection", "attr_text", "class_attr_text"):
+            value = getattr(encoded, name)
+            if value is not None:
+                arrays[name] = np.ascontiguousarray(value, dtype=np.float32)
         self.data.parent.mkdir(parents=True, exist_ok=True)
         self.manifest.unlink(missing_ok=True)  # no manifest = no entry while the data changes
         _atomic_write(self.data, lambda f: np.savez(f, **arrays))
@@ -176,6 +183,7 @@ class Entry:
             },
             "logit_scale": float(encoded.logit_scale),
             "untrained": bool(encoded.untrained),
+            "text": sorted(k for k in arrays if k.endswith("text")),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         _atomic_write(self.manifest, lambda f: f.write(json.dumps(manifest, indent=1).encode()))

@@ -16,6 +16,10 @@ class Encoded:
     visual_projection: np.ndarray | None = None  # [D', D] or None
     logit_scale: float = 100.0
     untrained: bool = False
+    # the same prompt ensembling over attribute phrases (spurious prompts) and over
+    # "class with attribute" phrases (the paired prompts of Chuang et al. 2023)
+    attr_text: np.ndarray | None = None  # [A, D']
+    class_attr_text: np.ndarray | None = None  # [C, A, D']
 
 
 class Encoder:

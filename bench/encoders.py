@@ -1,4 +1,4 @@
-"""Encoders turn a DatasetSpec into a feature matrix (and class text embeddings).
+"""Encoders turn a DatasetSpec into a feature matrix (and class and attribute text).
 
 `identity` serves datasets that already are features. `openclip:MODEL:PRETRAINED` is
 resolved by bench.openclip_encoder (image and text towers of any open_clip model).
@@ -27,7 +27,10 @@ class IdentityEncoder(Encoder):
                 f"--encoder identity: dataset '{spec.name}' holds {spec.item_kind}, not features; "
                 "use --encoder openclip:MODEL:PRETRAINED"
             )
-        return Encoded(np.asarray(spec.features, dtype=np.float32), spec.class_text_embeddings)
+        return Encoded(
+            np.asarray(spec.features, dtype=np.float32), spec.class_text_embeddings,
+            attr_text=spec.attr_text_embeddings, class_attr_text=spec.class_attr_text_embeddings,
+        )
 
 
 def default_encoder_for(spec: DatasetSpec, plugin: Dataset | None = None) -> str:

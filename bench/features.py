@@ -34,6 +34,8 @@ def feature_store(
             encoded.visual_projection,
             encoded.logit_scale,
             encoded.untrained,
+            encoded.attr_text,
+            encoded.class_attr_text,
         )
     return _STORES[key]
 

@@ -9,7 +9,9 @@ encoded in seconds on a CPU; with `none` it is what embedded image datasets defa
 Image features are open_clip's `encode_image` output (already projected into the joint
 space, so the prompt head's visual projection starts as identity), L2-normalised. Class
 text embeddings are prompt-ensembled: the mean of the normalised embeddings of every
-template filled with the class name, renormalised.
+template filled with the class name, renormalised. Attribute text is made the same way
+from each attribute value's phrases (spec.attr_prompts, default the attribute names), and
+the paired "class with attribute" prompts from spec.class_attr_format.
 """
 
 from __future__ import annotations
@@ -314,21 +316,41 @@ class OpenClipEncoder(Encoder):
 
         return self._run(loader, len(texts), label, step)
 
-    def class_text(self, spec: DatasetSpec) -> np.ndarray:
-        """Prompt-ensembled class embeddings [C, D] from spec.prompt_templates × class names."""
+    def _ensembled(self, spec: DatasetSpec, rows: list[list[str]]) -> np.ndarray:
+        """One embedding per row of phrases: every template filled with every phrase of the
+        row, each embedding normalised, their mean renormalised [len(rows), D]."""
         self._load()
         for template in spec.prompt_templates:
             if "{}" not in template:
                 raise UserError(
                     f"dataset '{spec.name}': prompt template {template!r} has no {{}} for the class"
                 )
-        rows = []
+        out = []
         with torch.no_grad(), self._autocast():
-            for name in spec.class_names:
-                tokens = self._tokenizer([t.format(name) for t in spec.prompt_templates])
+            for phrases in rows:
+                tokens = self._tokenizer([t.format(p) for p in phrases
+                                          for t in spec.prompt_templates])
                 emb = F.normalize(self._model.encode_text(tokens.to(self.device)).float(), dim=-1)
-                rows.append(F.normalize(emb.mean(dim=0), dim=0).cpu().numpy())
-        return np.stack(rows).astype(np.float32)
+                out.append(F.normalize(emb.mean(dim=0), dim=0).cpu().numpy())
+        return np.stack(out).astype(np.float32)
+
+    def class_text(self, spec: DatasetSpec) -> np.ndarray:
+        """Prompt-ensembled class embeddings [C, D] from spec.prompt_templates × class names."""
+        return self._ensembled(spec, [[name] for name in spec.class_names])
+
+    def attr_text(self, spec: DatasetSpec) -> np.ndarray:
+        """Prompt-ensembled attribute embeddings [A, D]: the same templates filled with each
+        attribute's phrases alone, as Chuang et al. 2023 embed spurious prompts ("This is a
+        picture of a forest.") with no class in them."""
+        return self._ensembled(spec, spec.attribute_phrases())
+
+    def class_attr_text(self, spec: DatasetSpec) -> np.ndarray:
+        """Embeddings [C, A, D] of the templates filled with "class with attribute"
+        (spec.class_attr_format), Chuang et al.'s paired prompts for the calibration."""
+        rows = [[spec.class_attr_format.format(cls=name, attr=p) for p in phrases]
+                for name in spec.class_names for phrases in spec.attribute_phrases()]
+        out = self._ensembled(spec, rows)
+        return out.reshape(spec.n_classes, spec.n_attrs, -1)
 
     def encode(self, spec: DatasetSpec) -> Encoded:
         if spec.item_kind not in ("image", "text"):
@@ -345,4 +367,5 @@ class OpenClipEncoder(Encoder):
         return Encoded(
             features=features, class_text=self.class_text(spec), visual_projection=None,
             logit_scale=self.logit_scale, untrained=self.untrained,
+            attr_text=self.attr_text(spec), class_attr_text=self.class_attr_text(spec),
         )

@@ -12,6 +12,8 @@ from bench.errors import UserError
 
 SPLITS = ("train", "val", "test")
 REQUIRED_COLUMNS = ("id", "item", "y", "a", "split")
+# Chuang et al. 2023's paired prompts: "a picture of a landbird with water background"
+DEFAULT_CLASS_ATTR_FORMAT = "{cls} with {attr}"
 
 
 @dataclass
@@ -45,6 +47,12 @@ class DatasetSpec:
     synthetic: bool = False  # True when the data itself is generated, not collected
     root: str | None = None  # where images live, for item_kind == "image"
     notes: str = ""
+    # phrases naming each attribute value (None: the attribute names), embedded through the
+    # same templates as class names; and how a class and an attribute phrase make one prompt
+    attr_prompts: list[list[str]] | None = None
+    class_attr_format: str = DEFAULT_CLASS_ATTR_FORMAT
+    attr_text_embeddings: np.ndarray | None = None  # [A, D], prompt-ensembled attribute text
+    class_attr_text_embeddings: np.ndarray | None = None  # [C, A, D], "class with attribute"
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -61,6 +69,12 @@ class DatasetSpec:
     @property
     def n_groups(self) -> int:
         return len(self.train_group_names())
+
+    def attribute_phrases(self) -> list[list[str]]:
+        """The phrase(s) naming each attribute value: `attr_prompts`, else the names."""
+        if self.attr_prompts is not None:
+            return [list(p) for p in self.attr_prompts]
+        return [[name] for name in self.attr_names]
 
     def train_group_names(self) -> list[str]:
         if self.group_names is not None:
@@ -123,9 +137,31 @@ class DatasetSpec:
         empty = [self.train_group_names()[k] for k in np.flatnonzero(counts == 0)]
         if empty:
             raise UserError(f"{src}: training group(s) {', '.join(empty)} have no examples")
+        self._validate_text(src)
         if self.item_kind == "features":
             if self.features is None or len(self.features) != md.height:
                 raise UserError(f"{src}: feature matrix does not match metadata rows")
+
+    def _validate_text(self, src: str) -> None:
+        if self.attr_prompts is not None:
+            if len(self.attr_prompts) != self.n_attrs or not all(
+                isinstance(p, list | tuple) and p and all(isinstance(t, str) and t for t in p)
+                for p in self.attr_prompts
+            ):
+                raise UserError(
+                    f"{src}: attr_prompts must give one non-empty list of phrases for each "
+                    f"of the {self.n_attrs} attribute values"
+                )
+        if "{cls}" not in self.class_attr_format or "{attr}" not in self.class_attr_format:
+            raise UserError(f"{src}: class_attr_format {self.class_attr_format!r} needs "
+                            "{cls} and {attr}")
+        for what, arr, lead in (
+            ("attr_text_embeddings", self.attr_text_embeddings, (self.n_attrs,)),
+            ("class_attr_text_embeddings", self.class_attr_text_embeddings,
+             (self.n_classes, self.n_attrs)),
+        ):
+            if arr is not None and (arr.ndim != len(lead) + 1 or arr.shape[:-1] != lead):
+                raise UserError(f"{src}: {what} has shape {arr.shape}; expected {lead} + (D,)")
 
     def absent_groups(self) -> dict[str, list[str]]:
         """Evaluation groups with no example in val or test, by split: their accuracy is
@@ -158,4 +194,11 @@ class DatasetSpec:
             h.update(np.ascontiguousarray(self.features, dtype=np.float32).tobytes())
         if self.class_text_embeddings is not None:
             h.update(np.ascontiguousarray(self.class_text_embeddings, dtype=np.float32).tobytes())
+        # attribute text enters only when given, so specs without it keep their fingerprints
+        if self.attr_prompts is not None or self.class_attr_format != DEFAULT_CLASS_ATTR_FORMAT:
+            h.update(repr(("attr-text", self.attr_prompts, self.class_attr_format)).encode())
+        for arr in (self.attr_text_embeddings, self.class_attr_text_embeddings):
+            if arr is not None:
+                h.update(b"attr-text")
+                h.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
         return h.hexdigest()[:16]

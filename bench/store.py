@@ -106,6 +106,8 @@ class FeatureStore:
     visual_projection: torch.Tensor | None  # [D', D] or None (identity)
     logit_scale: float = 100.0
     untrained: bool = False
+    attr_text: torch.Tensor | None = None  # [A, D'] normalised attribute text, or None
+    class_attr_text: torch.Tensor | None = None  # [C, A, D'] normalised "class with attr"
 
     @property
     def dim(self) -> int:
@@ -130,6 +132,8 @@ class FeatureStore:
         visual_projection: np.ndarray | None = None,
         logit_scale: float = 100.0,
         untrained: bool = False,
+        attr_text: np.ndarray | None = None,
+        class_attr_text: np.ndarray | None = None,
     ) -> FeatureStore:
         md = spec.metadata
         x_all = torch.as_tensor(np.ascontiguousarray(features, dtype=np.float32))
@@ -147,17 +151,18 @@ class FeatureStore:
             )
         train_counts = splits["train"].eval_masks.sum(dim=1).double()
         prior = train_counts / train_counts.sum().clamp_min(1)
-        text = None
-        if class_text is not None:
-            text = torch.nn.functional.normalize(
-                torch.as_tensor(class_text, dtype=torch.float32), dim=1
+        text, attr, pairs = (
+            None if t is None else torch.nn.functional.normalize(
+                torch.as_tensor(t, dtype=torch.float32), dim=-1
             ).to(device)
+            for t in (class_text, attr_text, class_attr_text)
+        )
         proj = None
         if visual_projection is not None:
             proj = torch.as_tensor(visual_projection, dtype=torch.float32).to(device)
         return cls(
             spec, encoder_id, device, splits, groups.names, prior.to(device), text, proj,
-            logit_scale, untrained,
+            logit_scale, untrained, attr, pairs,
         )
 
 

@@ -2,11 +2,16 @@
 
 .npz (read with allow_pickle=False): x [N, D], y [N], a [N], split [N] (0/1/2 or
 train/val/test strings); optional class_text [C, D] (class-prompt embeddings, which
-enable the prompt head and zero-shot), class_names, attr_names, id.
+enable the prompt head and zero-shot), attr_text [A, D] (attribute-prompt embeddings, one
+per attribute value, for text-debiasing methods such as orth-proj), class_attr_text
+[C, A, D] (embeddings of "class with attribute" prompts, orth-proj's calibration pairs),
+class_names, attr_names, id.
 parquet: columns y, a, split, optional id, and the features either as one list column
-`x` or as numbered columns x0, x1, ...; class_text from --dataset-opt class_text=FILE.npy.
+`x` or as numbered columns x0, x1, ...; class_text, attr_text and class_attr_text from
+--dataset-opt class_text=FILE.npy (attr_text=..., class_attr_text=...).
 Options: path=FILE (or --data-root FILE), classes=A,B, attributes=A,B, class_text=FILE.npy,
-name=NAME (the dataset's name in results, default features). Encoder: identity.
+attr_text=FILE.npy, class_attr_text=FILE.npy, name=NAME (the dataset's name in results,
+default features). Encoder: identity.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import polars as pl
 
 import bench
 
-KNOWN = ("path", "classes", "attributes", "class_text", "name")
+KNOWN = ("path", "classes", "attributes", "class_text", "attr_text", "class_attr_text", "name")
 
 
 def _npz(path: Path) -> tuple[pl.DataFrame, np.ndarray, dict[str, np.ndarray]]:
@@ -85,7 +90,10 @@ class Features(bench.Dataset):
     name = "features"
     description = "Your own embeddings: an .npz or parquet file with x, y, a, split"
     download_hint = "bring your own: --dataset-opt path=FILE.npz|.parquet (see docs/datasets.md)"
-    options_help = "path=FILE, classes=A,B, attributes=A,B, class_text=FILE.npy, name=NAME"
+    options_help = (
+        "path=FILE, classes=A,B, attributes=A,B, class_text=FILE.npy, attr_text=FILE.npy, "
+        "class_attr_text=FILE.npy, name=NAME"
+    )
 
     def load(self, options: bench.DatasetOptions) -> bench.DatasetSpec:
         options.check_known(self.name, KNOWN)
@@ -118,7 +126,14 @@ class Features(bench.Dataset):
         y = bench.int_column(df, "y", path, len(classes))
         a = bench.int_column(df, "a", path, len(attrs))
         split = bench.split_column(df, "split", path)
-        text = self._class_text(options, arrays.get("class_text"), path, len(classes), x.shape[1])
+        dim = x.shape[1]
+        text = self._text(options, "class_text", arrays, path, (len(classes), dim),
+                          "one embedding per class")
+        attr_text = self._text(options, "attr_text", arrays, path, (len(attrs), dim),
+                               "one embedding per attribute value")
+        pair_text = self._text(options, "class_attr_text", arrays, path,
+                               (len(classes), len(attrs), dim),
+                               "one embedding per (class, attribute value)")
         ids = df["id"].cast(pl.Utf8) if "id" in df.columns else pl.Series(np.arange(len(y)))
         md = pl.DataFrame({"id": ids, "item": np.arange(len(y)), "y": y, "a": a, "split": split})
         return bench.spec_from_source(
@@ -130,6 +145,8 @@ class Features(bench.Dataset):
             item_kind="features",
             features=np.ascontiguousarray(x, dtype=np.float32),
             class_text_embeddings=text,
+            attr_text_embeddings=attr_text,
+            class_attr_text_embeddings=pair_text,
         )
 
     @staticmethod
@@ -143,23 +160,22 @@ class Features(bench.Dataset):
         return [f"{prefix} {k}" for k in range(max(top, 0) + 1)]
 
     @staticmethod
-    def _class_text(options, stored, path, n_classes, dim) -> np.ndarray | None:  # noqa: ANN001
-        source = path
-        given = options.extra.get("class_text")
+    def _text(options, key, arrays, path, shape, what) -> np.ndarray | None:  # noqa: ANN001
+        """A text-embedding array (`key`) from --dataset-opt key=FILE.npy or the .npz."""
+        source, stored = path, arrays.get(key)
+        given = options.extra.get(key)
         if given:
             source = Path(given)
             try:
                 stored = np.load(source, allow_pickle=False)
             except (OSError, ValueError) as exc:
-                raise bench.UserError(
-                    f"--dataset-opt class_text={given}: cannot read ({exc})"
-                ) from None
+                raise bench.UserError(f"--dataset-opt {key}={given}: cannot read ({exc})") from None
         if stored is None:
             return None
         text = np.asarray(stored, dtype=np.float32)
-        if text.shape != (n_classes, dim):
+        if text.shape != shape:
             raise bench.UserError(
-                f"{source}: class_text has shape {text.shape}; expected ({n_classes}, {dim}) "
-                "(one embedding per class, same width as x)"
+                f"{source}: {key} has shape {text.shape}; expected {shape} ({what}, same "
+                "width as x)"
             )
         return text

@@ -4,7 +4,14 @@ x = (2y-1)·μ_core·u + (2a-1)·μ_spu·v + σ·ε, with u ⟂ v random unit ve
 ε ~ N(0, I). Training groups follow Waterbirds' counts (3498/184/56/1057, scaled), so
 y and a agree 95% of the time in train; val and test are balanced by attribute within
 each class. Class text embeddings lean towards the spurious direction, as CLIP's prompts
-for "waterbird" lean towards "water".
+for "waterbird" lean towards "water": t_y = (2y-1)·(u + text_spurious·v) + noise.
+
+Text is synthetic too, from one honest model: a prompt's embedding is the sum of the
+directions of the concepts it names plus a little noise (0.2/√D per coordinate). A class
+names its leaning class direction; an attribute value names the spurious direction,
+t_a = (2a-1)·v + noise; a "class with attribute" prompt names both, t_y + t_a's direction
++ noise. These are what text-debiasing methods (orth-proj) project with; they are drawn
+after the features and class text, so those are the same as before they existed.
 
 Bayes ceiling: within one attribute value the two classes differ only along u, by
 2·μ_core, with the same isotropic noise, so no classifier can make both of those groups
@@ -97,6 +104,10 @@ class Synthetic(bench.Dataset):
         ).astype(np.float32)
         text = np.stack([s * (u + text_spu * v) for s in (-1.0, 1.0)])
         text += 0.2 * rng.standard_normal(text.shape) / math.sqrt(dim)
+        attr_dirs = np.stack([s * v for s in (-1.0, 1.0)])
+        attr_text = attr_dirs + 0.2 * rng.standard_normal(attr_dirs.shape) / math.sqrt(dim)
+        pair_text = (text[:, None, :] + attr_dirs[None, :, :]
+                     + 0.2 * rng.standard_normal((2, 2, dim)) / math.sqrt(dim))
         md = pl.DataFrame(
             {
                 "id": np.arange(len(y)),
@@ -114,6 +125,8 @@ class Synthetic(bench.Dataset):
             item_kind="features",
             features=x,
             class_text_embeddings=text.astype(np.float32),
+            attr_text_embeddings=attr_text.astype(np.float32),
+            class_attr_text_embeddings=pair_text.astype(np.float32),
             bayes_wga=normal_cdf(mu_core / sigma),
             synthetic=True,
             notes="generated Gaussian data; not a real benchmark",

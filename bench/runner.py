@@ -31,6 +31,7 @@ from bench.leaderboard import Board, render_markdown, summarize
 from bench.method import Context
 from bench.metrics import Metrics, evaluate
 from bench.predictor import Predictor
+from bench.progress import make_progress
 from bench.provenance import git_commit, now, version
 from bench.publish import row_tags
 from bench.redact import redact, remember
@@ -279,7 +280,7 @@ class Run:
         write_json_atomic(state_path, state)
         publish = lambda status: publish_run(self, tracker, status)  # noqa: E731
         rows_dir = self.run_dir / "rows"
-        progress = _progress(self.console) if cfg.progress else None
+        progress = make_progress(self.console, "trials+seeds") if cfg.progress else None
         try:
             publish("running")  # from here on `bench worker --storage URL` can join
             self.recover(tracker)
@@ -609,15 +610,6 @@ class Run:
             self.log_row(tracker, seed_row, {**val.as_dict("val_"), **test.as_dict("test_")},
                          run_id=run_id, artifacts={"per_group.json": groups})
             advance()
-
-
-def _progress(console: Any):  # noqa: ANN202
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("{task.description:>16}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("trials+seeds"), TimeElapsedColumn(), console=console, transient=False,
-    )
 
 
 def run(cfg: RunConfig, console: Any = None) -> RunResult:

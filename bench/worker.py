@@ -24,6 +24,7 @@ import optuna
 
 from bench import heartbeat
 from bench.errors import UserError
+from bench.progress import make_progress
 from bench.redact import MASK, redact, remember
 from bench.run_record import RECORD_ATTR, RECORD_PREFIX
 from bench.runner import Run, RunConfig
@@ -177,7 +178,7 @@ def work(opts: WorkerOptions, console: Any = None) -> tuple[dict[str, Any], list
     tracker = Tracker(uri, record["experiment"], record["parent_run_id"])
     me = heartbeat.owner_id()
     reports = []
-    progress = _progress(console) if opts.progress else None
+    progress = make_progress(console, "trials (all workers)") if opts.progress else None
     try:
         if progress is not None:
             progress.start()
@@ -207,10 +208,3 @@ def work(opts: WorkerOptions, console: Any = None) -> tuple[dict[str, Any], list
     return record, reports
 
 
-def _progress(console: Any):  # noqa: ANN202
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("{task.description:>16}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("trials (all workers)"), TimeElapsedColumn(), console=console,
-    )

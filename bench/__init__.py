@@ -31,6 +31,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "FeatureDropout": ("bench.heads", "FeatureDropout"),
     "FeatureSplit": ("bench.store", "FeatureSplit"),
     "FeatureStore": ("bench.store", "FeatureStore"),
+    "GroupDRORule": ("bench.group_dro_rule", "GroupDRORule"),
     "HeadFactory": ("bench.heads", "HeadFactory"),
     "Hooks": ("bench.train_config", "Hooks"),
     "LinearHead": ("bench.heads", "LinearHead"),
@@ -65,6 +66,7 @@ __all__ = [
     "Stage", "TrainConfig", "Trainer", "UserError", "__version__", "cache_dir",
     "check_image_files", "compute_metrics", "data_base", "dataset", "find_data_dir",
     "fit_batched", "group_balanced_weights", "int_column", "method", "read_csv_table",
+    "GroupDRORule",
     "spec_from_source", "split_column", "training_space", "variant", "wilds_download",
 ]
 
@@ -95,6 +97,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the lazy names, spelled out
         split_column,
         wilds_download,
     )
+    from bench.group_dro_rule import GroupDRORule
     from bench.heads import FeatureDropout, HeadFactory, LinearHead, PromptHead
     from bench.metrics import Metrics
     from bench.metrics import compute as compute_metrics

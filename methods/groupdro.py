@@ -11,38 +11,8 @@ replacement), as the reference code's commands do (`--reweight_groups`).
 
 from __future__ import annotations
 
-import math
-
-import torch
-
 import bench
-
-
-class GroupDRORule(bench.BatchRule):
-    """Group DRO's online q as a batch rule: weights q_g / n_g(batch) for a batch's rows,
-    so Σ_i s_i·CE_i = Σ_g q_g ℓ_g; q persists across batches and epochs."""
-
-    def __init__(self, g: torch.Tensor, n_groups: int, eta: float, adjustment: float) -> None:
-        self.g = g
-        self.n_groups = n_groups
-        self.eta = eta
-        counts = torch.bincount(g, minlength=n_groups).to(torch.float32)
-        self.adjust = adjustment / counts.clamp_min(1).sqrt()
-        self.log_q = torch.full((n_groups,), -math.log(n_groups), device=g.device)
-
-    @property
-    def q(self) -> torch.Tensor:
-        return self.log_q.softmax(0)
-
-    def scale(self, ce: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        gb = self.g[idx]
-        counts = torch.bincount(gb, minlength=self.n_groups).to(ce.dtype)
-        sums = torch.zeros(self.n_groups, dtype=ce.dtype, device=ce.device).index_add_(0, gb, ce)
-        group_loss = sums / counts.clamp_min(1)
-        # the exponentiated update, kept in log space so it never overflows
-        step = self.eta * (group_loss + self.adjust)
-        self.log_q = torch.where(counts > 0, self.log_q + step, self.log_q).log_softmax(0)
-        return (self.log_q.exp() / counts.clamp_min(1))[gb]
+from bench import GroupDRORule
 
 
 @bench.method

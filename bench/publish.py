@@ -288,16 +288,49 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
+def merge_with_published(part: Split, path: Path) -> Split:
+    """The board already at `path` updated with `part`: the methods in `part` replace their
+    rows, every other method keeps its rows and their provenance (run, commit, created).
+    Boards of different contents (dataset fingerprint), encoder or selection rule are not
+    comparable: refused, exit 2, unless --replace."""
+    try:
+        doc = json.loads(path.read_text())
+        old = rows_from_json(doc)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot merge into it ({exc}); pass --replace to overwrite "
+                        "it") from exc
+    new_meta = part.table.row(0, named=True)
+    for field in ("dataset", "encoder", "selection", "dataset_fingerprint"):
+        have = doc.get(field) if field != "dataset_fingerprint" else (
+            doc.get("provenance", {}).get(field) or doc.get(field))
+        if have is not None and have != new_meta.get(field):
+            raise UserError(
+                f"{path}: the published board has {field} {have!r}, this run "
+                f"{new_meta.get(field)!r}; boards that differ there are not comparable — "
+                "publish into another folder (--to), or pass --replace to overwrite it")
+    new_methods = set(part.table["method"].to_list())
+    kept = old.filter(~pl.col("method").is_in(sorted(new_methods)))
+    notes = [f"{m} kept from the published board (run {r})"
+             for m, r in kept.select("method", "run").unique().sort("method").iter_rows()]
+    merged = pl.concat([conform(kept), conform(part.table)], how="vertical")
+    return Split(part.stem, merged, part.dropped + notes)
+
+
 def publish(table: pl.DataFrame, to: Path, published: str | None = None,
-            plots: bool = True) -> list[Published]:
-    """Write every board of `table` into `to`, then rewrite `to/README.md` (the index)."""
+            plots: bool = True, replace: bool = False) -> list[Published]:
+    """Write every board of `table` into `to` — merged into a board already published there
+    unless `replace` (see merge_with_published) — then rewrite `to/README.md` (the index)."""
     if table.height == 0:
         raise UserError("nothing to publish: the results table is empty")
     to = Path(to)
     to.mkdir(parents=True, exist_ok=True)
     stamp = published or now()
     done = []
-    for part in split_boards(table):
+    parts = split_boards(table)
+    if not replace:
+        parts = [merge_with_published(p, to / f"{p.stem}.json")
+                 if (to / f"{p.stem}.json").exists() else p for p in parts]
+    for part in parts:
         board = summarize(part.table)
         files: list[Path] = []
         links: dict[str, str] = {}

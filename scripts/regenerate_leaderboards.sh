@@ -45,4 +45,4 @@ for d in $datasets; do
   sources+=(--from "$run_dir")
 done
 
-"$BENCH" leaderboard publish "${sources[@]}" --to "$OUT"
+"$BENCH" leaderboard publish --replace "${sources[@]}" --to "$OUT"

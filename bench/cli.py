@@ -52,9 +52,20 @@ def _csv(value: str | None) -> list[str] | None:
 
 @app.command(
     help="Tune and evaluate methods on a dataset; print and save a leaderboard.\n\n"
-    "Example:  bench run --methods erm,sfr --dataset synthetic --trials 8 --seeds 3"
+    "Settings can come from a TOML file (--config) or a shipped preset (--preset, see "
+    "presets/); flags given on the command line override them. --params '*.NAME=VALUE' "
+    "sets NAME for every method that has it.\n\n"
+    "Example:  bench run --methods erm,sfr --dataset synthetic --trials 8 --seeds 3\n\n"
+    "Example:  bench run --preset groupdro-paper --seeds 5"
 )
 def run(
+    ctx: typer.Context,
+    config: Path = typer.Option(
+        None, "--config", help="TOML file of run settings (dataset, methods, trials, seeds, "
+        "selection, [dataset_opts], [params.METHOD]); flags override it."),
+    preset: str = typer.Option(
+        None, "--preset", help="A shipped settings file from presets/ (e.g. jtt-paper); "
+        "--config and flags override it."),
     methods: str = typer.Option(
         None, "--methods", "-m", help="Comma-separated methods (default: all)."
     ),
@@ -113,10 +124,67 @@ def run(
         help="Trials per tuning round, trained as one batched computation (and final seeds).",
     ),
 ) -> None:
+    from click.core import ParameterSource
+
+    from bench import config_file
+
+    layers = []
+    if preset is not None:
+        layers.append(config_file.load(config_file.preset_path(preset), "--preset"))
+    if config is not None:
+        layers.append(config_file.load(config, "--config"))
+    if layers:
+        given = {k: v for k, v in ctx.params.items()
+                 if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)}
+        if "methods" in given:
+            given["methods"] = _csv(given["methods"])
+        for layer in layers:
+            layer.pop("description", None)
+            layer.pop("source", None)
+        chosen = given.get("methods")
+        if chosen:  # the file's settings of methods left out on the command line: unused
+            for layer in layers:
+                layer["params"] = [p for p in layer["params"]
+                                   if p.split(".", 1)[0] in [*chosen, "*"]]
+        merged = config_file.merge(layers, given)
+        methods = merged.get("methods", _csv(methods))
+        methods = ",".join(methods) if isinstance(methods, list) else methods
+        dataset = merged.get("dataset", dataset)
+        trials, seeds = merged.get("trials", trials), merged.get("seeds", seeds)
+        seed_offset = merged.get("seed_offset", seed_offset)
+        replicates = merged.get("replicates", replicates)
+        selection, encoder = merged.get("selection", selection), merged.get("encoder", encoder)
+        head, device = merged.get("head", head), merged.get("device", device)
+        parallel_trials = merged.get("parallel_trials", parallel_trials)
+        timeout = merged.get("timeout", timeout)
+        data_root = Path(merged["data_root"]) if merged.get("data_root") else data_root
+        params, dataset_opt = merged.get("params", params), merged.get("dataset_opt", dataset_opt)
+    _run(
+        dataset=dataset, methods=methods, dataset_opt=dataset_opt, data_root=data_root,
+        encoder=encoder, head=head, selection=selection, trials=trials, seeds=seeds,
+        seed_offset=seed_offset, replicates=replicates, params=params, out_dir=out_dir,
+        runs_dir=runs_dir, storage=storage, tracking_uri=tracking_uri, device=device,
+        plugins=plugins, timeout=timeout, no_progress=no_progress,
+        encode_batch_size=encode_batch_size, encode_workers=encode_workers,
+        parallel_trials=parallel_trials,
+    )
+
+
+def _run(*, dataset: str, methods: str | None, dataset_opt: list[str] | None,
+         data_root: Path | None, encoder: str | None, head: str, selection: str, trials: int,
+         seeds: int, seed_offset: int, replicates: int, params: list[str] | None,
+         out_dir: Path | None, runs_dir: Path, storage: str | None, tracking_uri: str | None,
+         device: str, plugins: list[Path] | None, timeout: float | None, no_progress: bool,
+         encode_batch_size: int, encode_workers: int | None, parallel_trials: int) -> None:
     from bench.leaderboard import print_board
     from bench.run_config import RunConfig, parse_dataset_opts
     from bench.runner import run as run_benchmark
 
+    for flag, value, low in (("--trials", trials, 0), ("--seeds", seeds, 1),
+                             ("--replicates", replicates, 1),
+                             ("--parallel-trials", parallel_trials, 1)):
+        if value < low:
+            raise UserError(f"{flag} {value}: must be at least {low}")
     cfg = RunConfig(
         dataset=dataset,
         methods=_csv(methods),

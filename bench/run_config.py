@@ -66,13 +66,27 @@ def resolve_device(name: str) -> torch.device:
 
 
 def parse_params(items: list[str], entries: dict[str, MethodEntry]) -> dict[str, dict[str, Any]]:
-    """--params METHOD.NAME=VALUE → {method: {name: value}}, checked against search spaces."""
+    """--params METHOD.NAME=VALUE → {method: {name: value}}, checked against search spaces.
+    `*.NAME=VALUE` sets NAME for every method in the run that has it (an error if none
+    does); a method's own setting beats the wildcard whatever their order."""
     fixed: dict[str, dict[str, Any]] = {}
+    parsed = []
     for item in items:
         key, sep, value = item.partition("=")
         method, dot, name = key.partition(".")
         if not sep or not dot:
             raise UserError(f"--params {item}: expected METHOD.NAME=VALUE, e.g. erm.lr=0.01")
+        parsed.append((item, method, name, value))
+    for item, method, name, value in sorted(parsed, key=lambda t: t[1] != "*"):
+        if method == "*":
+            having = [m for m, e in entries.items() if name in e.search_space()]
+            if not having:
+                raise UserError(f"--params {item}: no method in --methods has a tunable "
+                                f"parameter '{name}'")
+            for m in having:
+                fixed.setdefault(m, {})[name] = entries[m].search_space()[name].parse(
+                    f"{m}.{name}", value)
+            continue
         if method not in entries:
             raise UserError(f"--params {item}: method '{method}' is not in --methods")
         space = entries[method].search_space()
@@ -81,7 +95,7 @@ def parse_params(items: list[str], entries: dict[str, MethodEntry]) -> dict[str,
                 f"--params {item}: '{method}' has no tunable parameter '{name}'; "
                 f"it has {', '.join(sorted(space)) or 'none'}"
             )
-        fixed.setdefault(method, {})[name] = space[name].parse(key, value)
+        fixed.setdefault(method, {})[name] = space[name].parse(f"{method}.{name}", value)
     return fixed
 
 

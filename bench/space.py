@@ -87,6 +87,10 @@ class Choice:
         for c in self.choices:
             if str(c) == text:
                 return c
+        if all(isinstance(c, int) and not isinstance(c, bool) for c in self.choices):
+            # a fixed count outside the tuned choices (a paper's batch of 64), as a fixed
+            # Int or Float may lie outside its tuning range
+            return _in_domain(name, _number(name, text, int), 1)
         raise UserError(f"--params {name}={text}: expected one of {list(self.choices)}")
 
 

@@ -1,5 +1,7 @@
 """`bench compare`: flags a broken method variant, not a re-run with other seeds; refuses
-mismatched inputs with exit code 2. The statistics are checked against scipy."""
+mismatched inputs with exit code 2; says "inconclusive" (exit 3), never "no regression",
+when the interval straddles the tolerance; states the minimum detectable drop; compares a
+renamed variant with --pair. The statistics are checked against scipy and by hand."""
 
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ import pytest
 from scipy import stats
 from typer.testing import CliRunner
 
+from bench import results
 from bench.cli import app
-from bench.compare import compare, paired, welch
+from bench.compare import EXIT_INCONCLUSIVE, compare, mde, paired, verdict_of, welch
 from bench.errors import UserError
 from bench.publish import publish
 
@@ -107,14 +110,20 @@ def test_broken_variant_is_flagged(runs, tmp_path):
 
 
 def test_rerun_with_other_seeds_is_not_flagged(runs, tmp_path):
-    res = CliRunner().invoke(app, ["compare", str(runs["board"]), str(runs["reseeded"]),
-                                   "--report", str(tmp_path / "r.md")])
-    assert res.exit_code == 0, res.output
     cmp = compare(runs["board"], runs["reseeded"], tolerance=1.0)
     (m,) = cmp.methods
     # no seed matches, so the unpaired test decides: a real test, not a free pass
     assert m.n_paired == 0 and m.test == "Welch t" and m.wga.ci is not None
     assert not m.regressed
+    # 3 unpaired seeds a side cannot clear a 1-point tolerance unless the CI is that tight
+    straddles = m.wga.ci[0] < -1.0
+    assert cmp.exit_code == (EXIT_INCONCLUSIVE if straddles else 0)
+    assert m.mde is not None and m.mde > 1.0
+    # with a tolerance wider than the whole CI, it passes
+    wide = str(round(abs(m.wga.ci[0]) + 1))
+    res = CliRunner().invoke(app, ["compare", str(runs["board"]), str(runs["reseeded"]),
+                                   "--tolerance", wide, "--report", str(tmp_path / "r.md")])
+    assert res.exit_code == 0, res.output
     assert "No regression" in (tmp_path / "r.md").read_text()
 
 
@@ -192,7 +201,9 @@ def test_too_few_seeds_claim_nothing(runs, tmp_path):
     cmp = compare(runs["board"], tmp_path)
     (m,) = cmp.methods
     assert m.test == "none" and m.wga.ci is None and m.wga.delta < -10
-    assert not m.regressed and cmp.exit_code == 0 and "not flagged" in m.verdict
+    # no interval: neither a regression nor a pass
+    assert not m.regressed and m.inconclusive and cmp.exit_code == EXIT_INCONCLUSIVE
+    assert "INCONCLUSIVE" in m.verdict and m.mde is None
 
 
 def test_method_absent_from_new_is_reported_not_flagged(runs, tmp_path):
@@ -220,3 +231,134 @@ def test_differing_trial_budget_and_label_use_are_noted(runs, tmp_path):
 
 def method_notes_of(a: Path, b: Path) -> list[str]:
     return [n for n in compare(a, b).notes if " for " in n]
+
+
+# -- three verdicts, MDE and --pair on constructed result tables ------------------------------
+def _side(tmp_path: Path, name: str, wga: dict[str, dict[int, float]]) -> Path:
+    """A run directory whose results.parquet holds the given test WGA (in %) per method and
+    seed; average accuracy is WGA + 10."""
+    rows = [
+        {"run": name, "dataset": "synthetic", "dataset_fingerprint": "f" * 16,
+         "encoder": "identity", "selection": "worst-group", "head": "linear",
+         "method": method, "base_method": method, "seed": seed, "status": "ok",
+         "trials": 0, "test_wga": v / 100, "test_avg": (v + 10) / 100,
+         "created": "2025-01-01T00:00:00"}
+        for method, seeds in wga.items() for seed, v in seeds.items()
+    ]
+    folder = tmp_path / name
+    folder.mkdir()
+    results.make_frame(rows).write_parquet(folder / "results.parquet")
+    return folder
+
+
+BASE = {0: 80.0, 1: 78.0, 2: 82.0, 3: 79.0, 4: 81.0}
+
+
+def _shifted(diffs: list[float]) -> dict[int, float]:
+    return {s: BASE[s] + d for s, d in zip(BASE, diffs, strict=True)}
+
+
+@pytest.mark.parametrize("diffs,verdict,code", [
+    ([-5.0, -6.0, -5.5, -4.5, -5.0], "REGRESSED", 1),  # CI ≈ [-6.2, -4.2]: below -1
+    ([0.1, -0.2, 0.0, 0.2, -0.1], "no regression", 0),  # CI ≈ [-0.2, +0.2]: above -1
+    ([-4.0, 3.0, -1.0, 2.0, -5.0], "INCONCLUSIVE", 3),  # mean -1, CI ≈ [-5.0, +3.0]
+    ([6.0, -4.0, 3.0, -2.0, 2.0], "INCONCLUSIVE", 3),  # mean +1 looks fine; CI straddles -1
+])
+def test_three_verdicts(tmp_path, diffs, verdict, code):
+    base = _side(tmp_path, "base", {"sfr": BASE})
+    new = _side(tmp_path, "new", {"sfr": _shifted(diffs)})
+    cmp = compare(base, new, tolerance=1.0)
+    (m,) = cmp.methods
+    assert m.test == "paired t" and m.n_paired == 5
+    assert m.verdict.startswith(verdict) and cmp.exit_code == code
+    lo, hi = m.wga.ci
+    assert m.regressed == (hi < -1) and m.inconclusive == (lo < -1 <= hi)
+    res = CliRunner().invoke(app, ["compare", str(base), str(new), "--tolerance", "1"])
+    assert res.exit_code == code, res.output
+    if code == 3:
+        assert "inconclusive" in res.output and "no regression" not in res.output
+        assert f"drops of {m.mde:.1f}+ points" in " ".join(res.output.split())
+
+
+def test_straddling_interval_never_passes():
+    assert verdict_of((-1.5, 3.0), 1.0) == "inconclusive"
+    assert verdict_of((-1.0, 3.0), 1.0) == "no regression"  # at the tolerance: passes
+    assert verdict_of((-3.0, -1.01), 1.0) == "regression"
+    assert verdict_of((-3.0, -1.0), 1.0) == "inconclusive"
+    assert verdict_of(None, 1.0) == "inconclusive"
+    assert verdict_of((0.0, 0.0), 0.0) == "no regression"
+
+
+def test_regression_beats_inconclusive_in_the_exit_code(tmp_path):
+    base = _side(tmp_path, "base", {"a": BASE, "b": BASE})
+    new = _side(tmp_path, "new", {"a": _shifted([-5.0, -6.0, -5.5, -4.5, -5.0]),
+                                  "b": _shifted([-4.0, 3.0, -1.0, 2.0, -5.0])})
+    cmp = compare(base, new)
+    assert [m.method for m in cmp.regressions] == ["a"]
+    assert [m.method for m in cmp.inconclusive] == ["b"] and cmp.exit_code == 1
+
+
+def test_mde_by_hand():
+    # d = 1, 2, 3, 4: sd = 1.290994, SE = sd/2 = 0.645497; t(0.975, 3) = 3.182446,
+    # t(0.8, 3) = 0.978472: MDE = 1 + (3.182446 + 0.978472) * 0.645497 = 3.685861
+    assert mde(0.6454972, 3, 0.05, 0.8, 1.0) == pytest.approx(3.685861, abs=1e-5)
+    c = paired({s: 50.0 for s in range(4)}, {s: 50.0 + s + 1 for s in range(4)}, 0.05)
+    assert c.se == pytest.approx(0.6454972) and c.df == 3
+    # the issue's case: 3 seeds, CI [-15.0, +6.0] → SE = 10.5 / t(0.975, 2) = 2.440,
+    # MDE = 1 + (4.302653 + 1.060660) * 2.440355 = 14.088: such a gate cannot see a 4.5 drop
+    se = 10.5 / stats.t.ppf(0.975, 2)
+    assert mde(se, 2, 0.05, 0.8, 1.0) == pytest.approx(14.088, abs=1e-3)
+    # Welch: SE and Welch–Satterthwaite df from the two samples
+    w = welch([70.0, 72.0, 71.0], [66.0, 69.5, 66.5, 67.0], 0.05)
+    vb, vn = stats.tvar([70.0, 72.0, 71.0]) / 3, stats.tvar([66.0, 69.5, 66.5, 67.0]) / 4
+    assert w.se == pytest.approx((vb + vn) ** 0.5)
+    assert w.df == pytest.approx((vb + vn) ** 2 / (vb**2 / 2 + vn**2 / 3))
+    assert mde(0.0, 4, 0.05, 0.8, 1.5) == 1.5  # no seed noise: any drop past the tolerance
+
+
+def test_mde_is_in_the_table(tmp_path):
+    base = _side(tmp_path, "base", {"sfr": BASE})
+    new = _side(tmp_path, "new", {"sfr": _shifted([1.0, 2.0, 3.0, 4.0, 0.0])})
+    cmp = compare(base, new, tolerance=1.0, power=0.9)
+    (m,) = cmp.methods
+    d = [1.0, 2.0, 3.0, 4.0, 0.0]
+    se = stats.tstd(d) / 5 ** 0.5
+    assert m.mde == pytest.approx(1 + (stats.t.ppf(0.975, 4) + stats.t.ppf(0.9, 4)) * se)
+    res = CliRunner().invoke(app, ["compare", str(base), str(new), "--power", "0.9"])
+    assert "MDE" in res.output and f"{m.mde:.1f}" in res.output and "90% power" in res.output
+
+
+def test_pair_compares_a_renamed_variant(tmp_path):
+    base = _side(tmp_path, "base", {"sfr": BASE, "erm": BASE})
+    new = _side(tmp_path, "new", {"sfr-v2": _shifted([-5.0, -6.0, -5.5, -4.5, -5.0])})
+    by_name = compare(base, new)  # matched by name only: the variant is never judged
+    assert {m.method: m.verdict for m in by_name.methods}["sfr"] == "not in new"
+    assert by_name.exit_code == 0
+    cmp = compare(base, new, pairs=[("sfr", "sfr-v2")])
+    (m,) = cmp.methods
+    assert m.method == "sfr → sfr-v2" and m.n_paired == 5 and m.regressed
+    assert m.wga.delta == pytest.approx(-5.2) and cmp.exit_code == 1
+    assert "not compared (--pair given): erm" in cmp.notes
+    res = CliRunner().invoke(app, ["compare", str(base), str(new), "--pair", "sfr=sfr-v2"])
+    assert res.exit_code == 1 and "sfr → sfr-v2" in res.output
+    # one run holding both: OLD and NEW read from the same table
+    both = _side(tmp_path, "both", {"sfr": BASE, "sfr-v2": _shifted([0.1, -0.1, 0.0, 0.1, 0.0])})
+    assert compare(both, both, pairs=[("sfr", "sfr-v2")]).exit_code == 0
+
+
+@pytest.mark.parametrize("pair,message", [
+    ("sfr", "expected OLD=NEW"),
+    ("nope=sfr-v2", "no method 'nope' in BASELINE"),
+    ("sfr=nope", "no method 'nope' in NEW"),
+])
+def test_bad_pair_is_refused(tmp_path, pair, message):
+    base = _side(tmp_path, "base", {"sfr": BASE})
+    new = _side(tmp_path, "new", {"sfr-v2": BASE})
+    res = CliRunner().invoke(app, ["compare", str(base), str(new), "--pair", pair])
+    assert isinstance(res.exception, UserError) and message in str(res.exception)
+
+
+def test_bad_power_is_refused(tmp_path):
+    base = _side(tmp_path, "base", {"sfr": BASE})
+    with pytest.raises(UserError, match="--power"):
+        compare(base, base, power=1.5)

@@ -31,7 +31,7 @@ def cvar_weights(ce: torch.Tensor, alpha: float) -> torch.Tensor:
     if cutoff >= m:
         return w.fill_(1.0 / m)
     w[order[:cutoff]] = 1.0 / size
-    w[order[cutoff]] = 1.0 - cutoff / size
+    w[order[cutoff]] = max(0.0, 1.0 - cutoff / size)  # αB a hair below an integer: 0
     return w
 
 

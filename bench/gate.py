@@ -166,11 +166,12 @@ def parse_arm(spec: str, flag: str) -> Arm:
     checked against the method's search space). Plugins must be loaded first."""
     name, _, rest = spec.partition(":")
     name = name.strip()
-    if not name:
+    pairs = [kv.strip() for kv in rest.split(",") if kv.strip()]
+    if not name or any("=" not in kv or kv.startswith("=") for kv in pairs):
         raise UserError(f"{flag} {spec}: expected METHOD or METHOD:KEY=VALUE,… "
                         "e.g. sfr:dropout=0")
     entry = registry.get_method(name)
-    items = [f"{name}.{kv.strip()}" for kv in rest.split(",") if kv.strip()]
+    items = [f"{name}.{kv}" for kv in pairs]
     try:
         given = parse_params(items, {name: entry}).get(name, {})
     except UserError as exc:  # reword "--params sfr.x=1: …" for this flag

@@ -172,6 +172,24 @@ def failed_seeds(board: Board) -> pl.DataFrame:
     )
 
 
+def tuning_notes(board: Board) -> list[str]:
+    """Why a ranked method ran 0 trials where others were tuned: its own reason (recorded in
+    its ok rows, e.g. DFR's cross-validation inside each fit), else what the row says."""
+    ranked = board.ranked.filter(pl.col("trials") == 0)
+    if not ranked.height or board.ranked["trials"].max() == 0:
+        return []
+    why = (board.rows.filter((pl.col("status") == "ok") & pl.col("reason").is_not_null())
+           .group_by("method").agg(pl.col("reason").first()))
+    reasons = dict(why.iter_rows())
+    notes = []
+    for row in ranked.iter_rows(named=True):
+        reason = reasons.get(row["method"]) or (
+            "it has no tunable hyperparameters" if not row.get("space_dim")
+            else "run at its defaults")
+        notes.append(f"`{row['method']}`: 0 trials — {reason}")
+    return notes
+
+
 def _pm(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "—"
@@ -253,6 +271,9 @@ def render_markdown(board: Board, plots: dict[str, str] | None = None) -> str:
             f"**Bayes-optimal worst-group accuracy (ceiling): {100 * meta['bayes_wga']:.1f}** "
             "— the best any classifier can reach on this data's distribution.",
         ]
+    notes = tuning_notes(board)
+    if notes:
+        lines += ["", "Untuned methods:", ""] + [f"- {n}" for n in notes]
     if board.not_run.height:
         lines += ["", "Not ranked:", ""]
         for row in board.not_run.iter_rows(named=True):
@@ -309,26 +330,54 @@ def render_markdown(board: Board, plots: dict[str, str] | None = None) -> str:
     return "\n".join(lines)
 
 
+WIDE = 140  # below this a terminal gets the compact table (80 columns fit)
+
+
 def print_board(board: Board, console) -> None:  # noqa: ANN001 - a rich Console
+    """The board on a terminal. Under WIDE columns a compact table (no ±-spaces, fewer
+    columns) that fits 80; leaderboard.md always has every column."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"Leaderboard: {title(board.meta)}")
-    for col in ["#", "method"] + [COLUMN_TITLES[m] for m in METRIC_NAMES] + [
-        "group labels", "trials", "dim", "defaults won", "fits",
-    ]:
-        table.add_column(col)
-    for row in board.ranked.iter_rows(named=True):
-        table.add_row(
-            str(row["rank"]), row["method"], *[_row_pm(row, m) for m in METRIC_NAMES],
-            *_extra_cells(row),
-        )
+    narrow = (console.width or 80) < WIDE
+    table = Table(title=f"Leaderboard: {title(board.meta)}", box=box.SIMPLE_HEAD,
+                  padding=(0, 1), title_justify="left")
+    if narrow:
+        metrics = ["wga", "avg", "worst_class"]
+        short = {"wga": "WGA", "avg": "Avg", "worst_class": "Worst-cls"}
+        table.add_column("#", no_wrap=True)
+        table.add_column("method", overflow="fold")
+        for m in metrics:
+            table.add_column(short[m], no_wrap=True, justify="right")
+        table.add_column("labels", no_wrap=True)
+        table.add_column("trials", no_wrap=True, justify="right")
+        for row in board.ranked.iter_rows(named=True):
+            table.add_row(str(row["rank"]), row["method"],
+                          *[_row_pm(row, m).replace(" ± ", "±") for m in metrics],
+                          row["group_labels_used"] or "none", str(row["trials"]))
+    else:
+        for col in ["#", "method"] + [COLUMN_TITLES[m] for m in METRIC_NAMES] + [
+            "group labels", "trials", "dim", "defaults won", "fits",
+        ]:
+            table.add_column(col, no_wrap=col != "method")
+        for row in board.ranked.iter_rows(named=True):
+            table.add_row(
+                str(row["rank"]), row["method"], *[_row_pm(row, m) for m in METRIC_NAMES],
+                *_extra_cells(row),
+            )
     console.print(table)
+    if narrow and board.ranked.height:
+        console.print("test accuracy %, mean±std over final fits; adj. average, search dim, "
+                      "defaults won and fits: leaderboard.md or a wider terminal",
+                      highlight=False)
     if board.meta.get("bayes_wga") is not None:
         console.print(
             f"Bayes-optimal worst-group accuracy (ceiling): {100 * board.meta['bayes_wga']:.1f}"
         )
+    for note in tuning_notes(board):
+        console.print(note.replace("`", ""), highlight=False)
     for row in board.not_run.iter_rows(named=True):
-        console.print(f"{row['method']} {row['status']}: {row['reason']}")
+        console.print(f"{row['method']} {row['status']}: {row['reason']}", highlight=False)
     for w in warnings(board.meta):
         console.print(f"[yellow]note:[/yellow] {w}")
 

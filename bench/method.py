@@ -41,6 +41,7 @@ class Method:
     paper: ClassVar[str] = ""
     family: ClassVar[str] = "other"
     reference_engine: ClassVar[str] = ""
+    untuned_because: ClassVar[str] = ""
 
     def search_space(self) -> dict[str, Param]:
         return {}

@@ -33,7 +33,12 @@ def _colors(n: int) -> list:
 
 
 def wga_vs_average(board: Board, path: Path) -> Path:
-    """One point per method at (mean average acc, mean WGA), error bars = std over seeds."""
+    return _save(wga_figure(board), path)
+
+
+def wga_figure(board: Board) -> Figure:
+    """One point per method at (mean average acc, mean WGA), error bars = std over seeds;
+    each point's rank placed where it overlaps no other rank (see _place_labels)."""
     fig = Figure(figsize=(6.4, 4.8), layout="constrained")
     ax = fig.add_subplot()
     rows = list(board.ranked.iter_rows(named=True))
@@ -43,8 +48,6 @@ def wga_vs_average(board: Board, path: Path) -> Path:
             yerr=row["wga_std"] or 0.0, fmt=_MARKERS[i % len(_MARKERS)], color=color,
             capsize=3, label=f"{row['rank']}. {row['method']}",
         )
-        ax.annotate(str(row["rank"]), (row["avg_mean"], row["wga_mean"]),  # rank: see legend
-                    textcoords="offset points", xytext=(4, 3), fontsize=7)
     if board.meta.get("bayes_wga") is not None:
         ax.axhline(100 * board.meta["bayes_wga"], ls="--", color="gray", lw=1,
                    label="Bayes-optimal WGA (ceiling)")
@@ -56,7 +59,62 @@ def wga_vs_average(board: Board, path: Path) -> Path:
     ax.grid(alpha=0.3)
     if rows:
         ax.legend(fontsize=7, loc="best")
-    return _save(fig, path)
+        _place_labels(fig, ax, [(r["avg_mean"], r["wga_mean"]) for r in rows],
+                      [str(r["rank"]) for r in rows])
+    return fig
+
+
+_RADII = (7, 13, 20, 28, 38, 50)  # points from the marker
+_ANGLES = (45, 135, -45, -135, 90, -90, 0, 180, 22, 158, -22, -158, 68, 112, -68, -112)
+
+
+def _place_labels(fig: Figure, ax, points: list[tuple[float, float]], texts: list[str],  # noqa: ANN001
+                  fontsize: float = 7) -> None:
+    """Rank labels where no two overlap: in the order of the ranks, each label goes to the
+    first spot (nearest ring first) whose box is inside the axes and clear of every label
+    placed so far and of every marker; far from its point a thin line joins them. With
+    clustered methods a fixed offset piled the ranks on top of each other."""
+    import math
+
+    from matplotlib.transforms import Bbox
+
+    FigureCanvasAgg(fig)
+    fig.canvas.draw()  # settle the layout so data -> pixel transforms are final,
+    fig.set_layout_engine("none")  # and keep it: a relayout would rescale under the labels
+    renderer = fig.canvas.get_renderer()
+    px = fig.dpi / 72.0
+    centers = [ax.transData.transform(p) for p in points]
+    marker = 4 * px
+    taken = [Bbox.from_extents(x - marker, y - marker, x + marker, y + marker)
+             for x, y in centers]
+    frame = ax.bbox
+    for (x, y), (dx_data, dy_data), text in zip(centers, points, texts, strict=True):
+        probe = ax.text(0, 0, text, fontsize=fontsize)
+        box = probe.get_window_extent(renderer)
+        probe.remove()
+        w, h = box.width + 2 * px, box.height + 2 * px
+        chosen = None
+        for r in _RADII:
+            for a in _ANGLES:
+                cx = x + r * px * math.cos(math.radians(a))
+                cy = y + r * px * math.sin(math.radians(a))
+                cand = Bbox.from_extents(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+                inside = (cand.x0 >= frame.x0 and cand.x1 <= frame.x1
+                          and cand.y0 >= frame.y0 and cand.y1 <= frame.y1)
+                if inside and not any(cand.overlaps(t) for t in taken):
+                    chosen = (r, a, cand)
+                    break
+            if chosen:
+                break
+        if chosen is None:  # nowhere clear (dozens of methods on one spot): nearest ring
+            chosen = (_RADII[0], _ANGLES[0], Bbox.from_extents(x, y, x + w, y + h))
+        r, a, cand = chosen
+        taken.append(cand)
+        ax.annotate(text, (dx_data, dy_data), textcoords="offset points",
+                    xytext=(r * math.cos(math.radians(a)), r * math.sin(math.radians(a))),
+                    ha="center", va="center", fontsize=fontsize,
+                    arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "gray"}
+                    if r > _RADII[0] else None)
 
 
 def per_group(board: Board, path: Path) -> Path:

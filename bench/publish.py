@@ -34,6 +34,7 @@ from bench.leaderboard import (
 from bench.metrics import METRIC_NAMES
 from bench.provenance import now
 from bench.results import ADDED_COLUMNS, SCHEMA, conform, make_frame
+from bench.run_dir import write_text_atomic
 from bench.tracking import metric_key
 
 ROW_TAG = "spurbench.row"
@@ -281,13 +282,6 @@ class Published:
     dropped: list[str]
 
 
-def _write(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
-
-
 def merge_with_published(part: Split, path: Path) -> Split:
     """The board already at `path` updated with `part`: the methods in `part` replace their
     rows, every other method keeps its rows and their provenance (run, commit, created).
@@ -344,9 +338,9 @@ def publish(table: pl.DataFrame, to: Path, published: str | None = None,
                 files.append(draw(board, to / f"{part.stem}-{suffix}.png"))
                 links[caption] = f"{part.stem}-{suffix}.png"
         md = render_markdown(board, links)
-        files.append(_write(to / f"{part.stem}.md", md))
+        files.append(write_text_atomic(to / f"{part.stem}.md", md))
         doc = to_json(board, part.stem, stamp)
-        files.append(_write(to / f"{part.stem}.json", json.dumps(doc, indent=1) + "\n"))
+        files.append(write_text_atomic(to / f"{part.stem}.json", json.dumps(doc, indent=1) + "\n"))
         done.append(Published(part.stem, board, files, part.dropped))
     write_index(to)
     return done
@@ -410,4 +404,4 @@ def write_index(to: Path) -> Path:
         "not CLIP.",
         "",
     ]
-    return _write(Path(to) / "README.md", "\n".join(lines))
+    return write_text_atomic(Path(to) / "README.md", "\n".join(lines))

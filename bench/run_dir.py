@@ -46,11 +46,16 @@ def exclusive(run_dir: Path) -> Iterator[None]:
         yield
 
 
-def write_json_atomic(path: Path, obj: object) -> None:
-    """Write JSON so a crash leaves the old file or the new one, never a torn one."""
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write a file so a crash leaves the old file or the new one, never a torn one."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    tmp.write_text(text)
     os.replace(tmp, path)
+    return path
+
+
+def write_json_atomic(path: Path, obj: object) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
 def read_state(path: Path) -> dict:

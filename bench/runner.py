@@ -38,7 +38,14 @@ from bench.redact import redact, remember
 from bench.references import ReferenceStore
 from bench.registry import MethodEntry
 from bench.run_config import RunConfig, parse_params, resolve_device
-from bench.run_dir import claim, exclusive, link_latest, read_state, write_json_atomic
+from bench.run_dir import (
+    claim,
+    exclusive,
+    link_latest,
+    read_state,
+    write_json_atomic,
+    write_text_atomic,
+)
 from bench.run_record import publish_run
 from bench.seeding import TUNING_SEED_BASE, derive_seed, final_seeds, generator, tuning_seed
 from bench.selection import SelectionRule, check_allowed, get_rule, labels_used, select_score
@@ -250,7 +257,17 @@ class Run:
             "bayes_wga": self.spec.bayes_wga, "spurbench_version": version(),
             "git_commit": git_commit(), "created": now(), "replicate": replicate,
             "replicates": self.cfg.replicates, "space_dim": len(self.plan(entry)[2]),
+            "reason": self.untuned_reason(entry),
         }
+
+    def untuned_reason(self, entry: MethodEntry) -> str | None:
+        """Why this method runs no trials (shown on the board), or None when it is tuned."""
+        if self.budget(entry):
+            return None
+        if self.plan(entry)[2]:
+            return "run at its defaults (--trials 0)" if not self.cfg.trials else (
+                "run at its defaults")
+        return entry.cls.untuned_because or "it has no tunable hyperparameters"
 
     def execute(self) -> RunResult:
         with exclusive(self.run_dir):
@@ -303,12 +320,14 @@ class Run:
         results.write_atomic(table, self.run_dir / "results.parquet")
         board = summarize(table)
         md_path = self.run_dir / "leaderboard.md"
-        md_path.write_text(render_markdown(board))
         artifacts = [md_path, self.run_dir / "results.parquet"]
+        links: dict[str, str] = {}
         if board.ranked.height:
             from bench.plots import wga_vs_average
 
             artifacts.append(wga_vs_average(board, self.run_dir / "wga-vs-avg.png"))
+            links["Worst-group vs average accuracy"] = "wga-vs-avg.png"
+        write_text_atomic(md_path, render_markdown(board, links))
         for path in artifacts:
             tracker.artifact(parent, path)
         tracker.finish("FINISHED")

@@ -91,6 +91,10 @@ class DFR(bench.Method):
     description = "Deep Feature Reweighting: L1 logistic regression on balanced validation data"
     group_labels = frozenset({"val"})
     family = "last-layer retraining"
+    untuned_because = (
+        "it picks its L1 strength C by cross-validation on halves of the validation split "
+        "inside each fit (the paper's protocol); nothing is left for the tuner"
+    )
     paper = (
         "Kirichenko et al. 2022, Last Layer Re-Training is Sufficient for Robustness "
         "to Spurious Correlations"

@@ -10,7 +10,7 @@ import pytest
 from matplotlib.text import Text
 from rich.console import Console
 
-from bench.leaderboard import print_board, summarize
+from bench.leaderboard import print_board
 from bench.plots import wga_figure
 from bench.runner import RunConfig, run
 
@@ -78,7 +78,3 @@ def test_rank_labels_never_overlap():
         for j in range(i + 1, n):
             assert not boxes[i].overlaps(boxes[j]), f"labels {i + 1} and {j + 1} overlap"
 
-
-def test_summarize_is_what_the_board_printed(result):
-    assert summarize(result.table).ranked["method"].to_list() == \
-        result.board.ranked["method"].to_list()

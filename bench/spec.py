@@ -47,6 +47,8 @@ class DatasetSpec:
     synthetic: bool = False  # True when the data itself is generated, not collected
     root: str | None = None  # where images live, for item_kind == "image"
     notes: str = ""
+    # no training (or validation) split: only methods that need no training data run on it
+    evaluation_only: bool = False
     # phrases naming each attribute value (None: the attribute names), embedded through the
     # same templates as class names; and how a class and an attribute phrase make one prompt
     attr_prompts: list[list[str]] | None = None
@@ -123,6 +125,9 @@ class DatasetSpec:
                 raise UserError(
                     f"{src}: group g={bad['g'][0]} out of range (row id {bad['id'][0]})"
                 )
+        if self.evaluation_only:
+            self._validate_evaluation_only(src)
+            return
         for split in SPLITS:
             if not self.split_mask(split).any():
                 raise UserError(f"{src}: split '{split}' is empty")
@@ -140,6 +145,22 @@ class DatasetSpec:
         self._validate_text(src)
         if self.item_kind == "features":
             if self.features is None or len(self.features) != md.height:
+                raise UserError(f"{src}: feature matrix does not match metadata rows")
+
+    def _validate_evaluation_only(self, src: str) -> None:
+        """An evaluation-only dataset: test rows only (a stray train row would be a loader
+        bug, not data to train on), at least two classes among them."""
+        if self.split_mask("train").any():
+            raise UserError(f"{src}: an evaluation-only dataset has training rows")
+        if not self.split_mask("test").any():
+            raise UserError(f"{src}: split 'test' is empty")
+        test_classes = self.metadata.filter(pl.col("split") == "test")["y"].n_unique()
+        if self.n_classes < 2 or test_classes < 2:
+            raise UserError(f"{src}: the test split has {test_classes} class(es); a "
+                            "classification benchmark needs at least two")
+        self._validate_text(src)
+        if self.item_kind == "features":
+            if self.features is None or len(self.features) != self.metadata.height:
                 raise UserError(f"{src}: feature matrix does not match metadata rows")
 
     def _validate_text(self, src: str) -> None:

@@ -156,11 +156,16 @@ def check_dataset(name: str, options: dict[str, str] | None = None,
     assert plugin.description, f"dataset {name}: no description"
     assert spec.n_classes >= 2, f"dataset {name}: fewer than two classes"
     md = spec.metadata
-    for split in ("train", "val", "test"):
+    assert spec.evaluation_only == plugin.evaluation_only, (
+        f"dataset {name}: the class says evaluation_only={plugin.evaluation_only}, its spec "
+        f"{spec.evaluation_only}")
+    splits = ("test",) if spec.evaluation_only else ("train", "val", "test")
+    for split in splits:
         assert spec.split_mask(split).any(), f"dataset {name}: split {split} is empty"
     y = md["y"].to_numpy()
     assert y.min() >= 0 and y.max() < spec.n_classes, f"dataset {name}: y out of range"
-    assert len(np.unique(y[spec.split_mask("train")])) >= 2, f"dataset {name}: one train class"
+    assert len(np.unique(y[spec.split_mask(splits[0])])) >= 2, (
+        f"dataset {name}: one class in {splits[0]}")
     groups = spec.evaluation_groups()
     assert groups.masks.shape == (len(groups.names), md.height), f"dataset {name}: group masks"
     assert spec.fingerprint() == plugin.load(opts).fingerprint(), (

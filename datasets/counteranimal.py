@@ -132,6 +132,7 @@ class CounterAnimal(bench.Dataset):
                 masks=np.stack([pair == p for p in present]) if present
                 else np.zeros((0, len(y)), dtype=bool)),
             root=str(root),
+            evaluation_only=True,
         )
 
     def extra_metrics(self, metadata: pl.DataFrame, pred: np.ndarray) -> dict[str, float]:

@@ -19,12 +19,6 @@ from bench import registry
 from bench.dataset import DatasetOptions
 from bench.errors import UserError
 
-EVAL_ONLY = pytest.mark.xfail(
-    strict=True, raises=UserError,
-    reason="DatasetSpec.validate requires non-empty train/val splits; evaluation-only "
-           "specs (counteranimal) need the lead's change to bench/spec.py")
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _plugins():
     registry.load_dir(registry.builtin_plugin_dirs()[1])  # datasets only: fast, independent
@@ -420,7 +414,6 @@ def test_counteranimal_is_evaluation_only_with_its_own_metrics():
     assert out == pytest.approx({"common_acc": 75.0, "counter_acc": 25.0, "drop": 50.0})
 
 
-@EVAL_ONLY
 def test_counteranimal_groups_and_label_spaces(tmp_path):
     fc.write_counteranimal(tmp_path)
     spec = load("counteranimal", tmp_path)
@@ -464,7 +457,7 @@ def test_counteranimal_errors(tmp_path, bench_main):
     ("spuco-animals", fc.write_spuco_animals, {}),
     ("spuco-sun", fc.write_spuco_sun, {}),
     ("imagenet-bg", fc.write_imagenet_bg, {}),
-    pytest.param("counteranimal", fc.write_counteranimal, {}, marks=EVAL_ONLY),
+    ("counteranimal", fc.write_counteranimal, {}),
 ])
 def test_conformance_kit(tmp_path, name, writer, options):
     from bench.testing import check_dataset

@@ -31,7 +31,7 @@ BOARD_COLUMNS = (
 )
 # What makes two rows the same experiment: the unit a leaderboard (and compare) speaks for.
 BOARD_KEY = ("dataset", "encoder", "selection")
-_JSON_COLUMNS = ("params", "test_groups", "test_group_counts", "val_groups")
+_JSON_COLUMNS = ("params", "test_groups", "test_group_counts", "val_groups", "test_extra")
 
 
 @dataclass
@@ -172,6 +172,34 @@ def failed_seeds(board: Board) -> pl.DataFrame:
     )
 
 
+def extra_metrics(board: Board) -> dict[str, dict[str, list[float]]]:
+    """The dataset's own metrics (Dataset.extra_metrics; e.g. CounterAnimal's drop, a
+    background gap) per ranked method: {method: {metric: [value per ok fit]}}."""
+    if "test_extra" not in board.rows.columns:
+        return {}
+    ranked = board.ranked["method"].to_list()
+    rows = board.rows.filter((pl.col("status") == "ok") & pl.col("test_extra").is_not_null()
+                             & pl.col("method").is_in(ranked))
+    out: dict[str, dict[str, list[float]]] = {m: {} for m in ranked}
+    for method, blob in rows.select("method", "test_extra").iter_rows():
+        for k, v in json.loads(blob).items():
+            out[method].setdefault(k, []).append(float(v))
+    return {m: v for m, v in out.items() if v}
+
+
+def _extra_lines(board: Board) -> list[str]:
+    extra = extra_metrics(board)
+    if not extra:
+        return []
+    keys = sorted({k for v in extra.values() for k in v})
+    lines = ["", "The dataset's own metrics (test; mean ± sample std over final fits):", "",
+             "| Method | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
+    for method, vals in extra.items():
+        cells = [_pm(_mean(vals[k]), _std(vals[k])) if k in vals else "—" for k in keys]
+        lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
+    return lines
+
+
 def tuning_notes(board: Board) -> list[str]:
     """Why a ranked method ran 0 trials where others were tuned: its own reason (recorded in
     its ok rows, e.g. DFR's cross-validation inside each fit), else what the row says."""
@@ -191,7 +219,7 @@ def tuning_notes(board: Board) -> list[str]:
 
 
 def _pm(mean: float | None, std: float | None) -> str:
-    if mean is None:
+    if mean is None or mean != mean:  # None or NaN: undefined here (e.g. no training prior)
         return "—"
     return f"{mean:.1f} ± {std:.1f}" if std is not None else f"{mean:.1f}"
 
@@ -271,6 +299,7 @@ def render_markdown(board: Board, plots: dict[str, str] | None = None) -> str:
             f"**Bayes-optimal worst-group accuracy (ceiling): {100 * meta['bayes_wga']:.1f}** "
             "— the best any classifier can reach on this data's distribution.",
         ]
+    lines += _extra_lines(board)
     notes = tuning_notes(board)
     if notes:
         lines += ["", "Untuned methods:", ""] + [f"- {n}" for n in notes]
@@ -374,6 +403,10 @@ def print_board(board: Board, console) -> None:  # noqa: ANN001 - a rich Console
         console.print(
             f"Bayes-optimal worst-group accuracy (ceiling): {100 * board.meta['bayes_wga']:.1f}"
         )
+    for method, vals in extra_metrics(board).items():
+        console.print(f"{method}: " + ", ".join(
+            f"{k} {_pm(_mean(v), _std(v)).replace(' ± ', '±')}" for k, v in sorted(vals.items())),
+            highlight=False)
     for note in tuning_notes(board):
         console.print(note.replace("`", ""), highlight=False)
     for row in board.not_run.iter_rows(named=True):
@@ -423,6 +456,8 @@ def to_json(board: Board, name: str, published: str) -> dict[str, Any]:
             "test": {m: _stat([s[f"test_{m}"] for s in ok]) for m in METRIC_NAMES},
             "val": {m: _stat([s[f"val_{m}"] for s in ok]) for m in METRIC_NAMES},
             "test_groups": {g: _stat(v) for g, v in group_vals.items()},
+            "test_extra": {k: _stat(v) for k, v in
+                           extra_metrics(board).get(r["method"], {}).items()},
             "per_seed": [_seed_entry(s) for s in seeds],
         })
     not_run = [

@@ -42,6 +42,7 @@ class Method:
     family: ClassVar[str] = "other"
     reference_engine: ClassVar[str] = ""
     untuned_because: ClassVar[str] = ""
+    needs_training_data: ClassVar[bool] = True
 
     def search_space(self) -> dict[str, Param]:
         return {}

@@ -30,11 +30,12 @@ SCHEMA: dict[str, Any] = {
     "git_commit": pl.Utf8, "created": pl.Utf8,
     **{f"{s}_{m}": pl.Float64 for s in ("val", "test") for m in METRIC_NAMES},
     "test_groups": pl.Utf8, "test_group_counts": pl.Utf8, "val_groups": pl.Utf8,
+    "test_extra": pl.Utf8,  # JSON: the dataset's own metrics (Dataset.extra_metrics), or null
 }
 
 
 # Columns added after the first release: a table written before them reads as null there.
-ADDED_COLUMNS = ("replicate", "replicates", "space_dim", "best_is_default")
+ADDED_COLUMNS = ("replicate", "replicates", "space_dim", "best_is_default", "test_extra")
 
 
 def conform(df: pl.DataFrame) -> pl.DataFrame:

@@ -22,7 +22,7 @@ import polars as pl
 import torch
 
 from bench import heartbeat, registry, results
-from bench.dataset import DatasetOptions
+from bench.dataset import Dataset, DatasetOptions
 from bench.encoders import default_encoder_for, get_encoder
 from bench.errors import UserError
 from bench.features import feature_store
@@ -136,6 +136,8 @@ class Run:
             DatasetOptions(data_root=cfg.data_root, extra=dict(cfg.dataset_opts))
         )
         for split, names in self.spec.absent_groups().items():
+            if self.spec.evaluation_only and split != "test":
+                continue  # no such split: nothing to warn about
             log.warning("dataset '%s': evaluation group(s) %s have no example in the %s split; "
                         "worst-group accuracy there is the minimum over the other groups",
                         self.spec.name, ", ".join(names), split)
@@ -237,11 +239,22 @@ class Run:
             ctx.trainer.reporter = report
         return entry.create().fit(train, val, ctx)
 
-    def evaluate_splits(self, predictor: Predictor) -> tuple[Metrics, Metrics]:
+    def evaluate_splits(self, predictor: Predictor) -> tuple[Metrics | None, Metrics]:
+        """Validation metrics (None on an evaluation-only dataset) and test metrics."""
+        val = self.store.splits["val"]
         return (
-            evaluate(predictor, self.store.splits["val"], self.store),
+            evaluate(predictor, val, self.store) if len(val) else None,
             evaluate(predictor, self.store.splits["test"], self.store),
         )
+
+    def extra_metrics(self, predictor: Predictor) -> dict[str, float]:
+        """The dataset's own metrics on the test split (Dataset.extra_metrics)."""
+        if type(self.plugin).extra_metrics is Dataset.extra_metrics:
+            return {}
+        test = self.store.splits["test"]
+        md = self.spec.metadata.filter(pl.Series(self.spec.split_mask("test")))
+        pred = predictor.predict(test.x).cpu().numpy()
+        return {k: float(v) for k, v in self.plugin.extra_metrics(md, pred).items()}
 
     # -- the whole run -------------------------------------------------------------------
     def base_row(self, entry: MethodEntry, replicate: int = 0) -> dict[str, Any]:
@@ -374,6 +387,10 @@ class Run:
     # -- per method ----------------------------------------------------------------------
     def why_not(self, entry: MethodEntry) -> str | None:
         """Why a method cannot run in this setting (None: it can)."""
+        if self.spec.evaluation_only and entry.cls.needs_training_data:
+            return (f"method '{entry.name}' cannot run here: dataset '{self.spec.name}' is "
+                    "evaluation-only (no training split); only methods that need no training "
+                    "data run on it")
         try:
             check_allowed(entry.name, entry.group_labels, self.rule)
             why = entry.create().unsupported(self.store)
@@ -620,13 +637,17 @@ class Run:
                 results.write_atomic(results.make_frame([seed_row]), failed_path)
                 self.log_row(tracker, seed_row, run_id=run_id)
                 continue
+            extra = self.extra_metrics(predictor)
             seed_row.update(status="ok", head=head_kind(predictor.module),
+                            test_extra=json.dumps(extra, sort_keys=True) if extra else None,
                             **results.metric_fields(val, test))
             results.write_atomic(results.make_frame([seed_row]), path)
             failed_path.unlink(missing_ok=True)
-            groups = {"val": val.per_group, "test": test.per_group,
+            groups = {"val": val.per_group if val else None, "test": test.per_group,
                       "test_counts": test.group_counts}
-            self.log_row(tracker, seed_row, {**val.as_dict("val_"), **test.as_dict("test_")},
+            self.log_row(tracker, seed_row,
+                         {**(val.as_dict("val_") if val else {}), **test.as_dict("test_"),
+                          **{f"test_{k}": v for k, v in extra.items()}},
                          run_id=run_id, artifacts={"per_group.json": groups})
             advance()
 

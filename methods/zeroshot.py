@@ -11,6 +11,7 @@ class ZeroShot(bench.Method):
     description = "Zero-shot prompt head (class text embeddings), no training, no labels"
     group_labels = frozenset()
     family = "CLIP-specific"
+    needs_training_data = False
     untuned_because = "it does not train: the class prompts are its whole model"
     paper = (
         "Radford et al. 2021, Learning Transferable Visual Models From Natural Language Supervision"

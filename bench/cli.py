@@ -86,7 +86,9 @@ def run(
         None, "--out", help="Run directory (default runs/<dataset>-<hash>)."
     ),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run directories go."),
-    encoder: str = typer.Option(None, "--encoder", help="identity | openclip:MODEL:PRETRAINED."),
+    encoder: str = typer.Option(
+        None, "--encoder", help="identity | openclip:MODEL:PRETRAINED; several, comma-separated, "
+        "run a backbone sweep (one run per encoder and a cross-encoder board)."),
     head: str = typer.Option("auto", "--head", help="auto | linear | prompt."),
     selection: str = typer.Option(
         "worst-group", "--selection", help="worst-group | worst-class | average."
@@ -210,12 +212,37 @@ def _run(*, dataset: str, methods: str | None, dataset_opt: list[str] | None,
         encode_workers=encode_workers,
         parallel_trials=parallel_trials,
     )
+    from bench.sweep import parse_encoders
+
+    encoders = parse_encoders(encoder)
+    if encoders is not None:
+        _sweep(cfg, encoders)
+        return
     result = run_benchmark(cfg, console=err)
     print_board(result.board, out)
     out.print(f"run directory: {result.run_dir}  (leaderboard.md, results.parquet, mlflow.db)")
     if not result.board.ranked.height:
         err.print("error: no method produced a result (every one failed or was skipped; "
                   "the reasons are above and in leaderboard.md)", soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def _sweep(cfg, encoders: list[str]) -> None:  # noqa: ANN001 - a RunConfig
+    """One run per encoder, each board printed as it finishes, then the cross-encoder board."""
+    from bench import cross_encoder
+    from bench.leaderboard import print_board
+    from bench.sweep import run_sweep
+
+    def show(encoder: str, result) -> None:  # noqa: ANN001
+        print_board(result.board, out)
+        out.print(f"run directory: {result.run_dir}", highlight=False)
+
+    sweep = run_sweep(cfg, encoders, console=err, on_board=show)
+    cross_encoder.print_board(sweep.boards, out)
+    out.print(f"sweep directory: {sweep.sweep_dir}  (across-encoders.md, one run folder per "
+              "encoder)", highlight=False)
+    if not any(b.ranked.height for b in sweep.boards.values()):
+        err.print("error: no method produced a result on any encoder", soft_wrap=True)
         raise typer.Exit(1)
 
 

@@ -76,11 +76,15 @@ def compare_command(
     pair: list[str] = typer.Option(
         None, "--pair", help="OLD=NEW: compare method OLD of BASELINE with method NEW of NEW "
         "(a variant under a new name; repeatable; then only the pairs are compared)."),
+    across_encoders: bool = typer.Option(
+        False, "--across-encoders", help="Allow BASELINE and NEW to come from different "
+        "encoders (one method on two backbones, e.g. two folders of a sweep)."),
     report: Path = typer.Option(None, "--report", help="Also write a markdown report here."),
 ) -> None:
     from bench.compare import compare, parse_pairs, print_comparison, render_markdown
 
-    result = compare(baseline, new, tolerance, alpha, power, parse_pairs(list(pair or [])))
+    result = compare(baseline, new, tolerance, alpha, power, parse_pairs(list(pair or [])),
+                     across_encoders=across_encoders)
     print_comparison(result, out)
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)

@@ -132,15 +132,19 @@ def load_side(path: Path, flag: str) -> Side:
     return Side(path, parts[0].table)
 
 
-def check_comparable(base: Side, new: Side) -> None:
-    """Refuse to compare numbers measured on different data, encoders or selection rules."""
+def check_comparable(base: Side, new: Side, across_encoders: bool = False) -> None:
+    """Refuse to compare numbers measured on different data, encoders or selection rules
+    (encoders may differ with `across_encoders`: one method on two backbones)."""
     for col in IDENTITY:
+        if across_encoders and col == "encoder":
+            continue
         a, b = base.value(col), new.value(col)
         if a != b:
             what = "dataset contents (fingerprint)" if col == "dataset_fingerprint" else col
             raise UserError(
                 f"BASELINE {base.path} and NEW {new.path} differ in {what}: {a} vs {b}; "
-                "compare results of the same dataset, encoder and selection rule"
+                "compare results of the same dataset, encoder and selection rule (one method "
+                "on two encoders: --across-encoders)"
             )
 
 
@@ -304,7 +308,8 @@ def parse_pairs(items: list[str]) -> list[tuple[str, str]]:
 
 def compare(baseline: Path, new: Path, tolerance: float = DEFAULT_TOLERANCE,
             alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER,
-            pairs: list[tuple[str, str]] | None = None) -> Comparison:
+            pairs: list[tuple[str, str]] | None = None,
+            across_encoders: bool = False) -> Comparison:
     """Compare every method by name, or with `pairs` only those (OLD in the baseline,
     NEW in the candidate): a variant under a new name is compared with what it changes."""
     if tolerance < 0:
@@ -314,8 +319,12 @@ def compare(baseline: Path, new: Path, tolerance: float = DEFAULT_TOLERANCE,
     if not 0 < power < 1:
         raise UserError(f"--power {power}: must be between 0 and 1 (e.g. 0.8)")
     base, nw = load_side(baseline, "BASELINE"), load_side(new, "NEW")
-    check_comparable(base, nw)
+    check_comparable(base, nw, across_encoders)
     out = Comparison(base, nw, tolerance, alpha, power)
+    if across_encoders and base.value("encoder") != nw.value("encoder"):
+        out.notes.append(f"across encoders: BASELINE {base.value('encoder')} vs NEW "
+                         f"{nw.value('encoder')}; seeds are paired by number (same data "
+                         "order), the features differ")
     base_names = set(base.table["method"].to_list())
     new_names = set(nw.table["method"].to_list())
     if pairs:

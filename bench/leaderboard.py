@@ -195,7 +195,7 @@ def _extra_lines(board: Board) -> list[str]:
     lines = ["", "The dataset's own metrics (test; mean ± sample std over final fits):", "",
              "| Method | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
     for method, vals in extra.items():
-        cells = [_pm(_mean(vals[k]), _std(vals[k])) if k in vals else "—" for k in keys]
+        cells = [pm(_mean(vals[k]), _std(vals[k])) if k in vals else "—" for k in keys]
         lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
     return lines
 
@@ -218,14 +218,14 @@ def tuning_notes(board: Board) -> list[str]:
     return notes
 
 
-def _pm(mean: float | None, std: float | None) -> str:
+def pm(mean: float | None, std: float | None) -> str:
     if mean is None or mean != mean:  # None or NaN: undefined here (e.g. no training prior)
         return "—"
     return f"{mean:.1f} ± {std:.1f}" if std is not None else f"{mean:.1f}"
 
 
 def _row_pm(row: dict, m: str) -> str:
-    return _pm(row[f"{m}_mean"], row[f"{m}_std"])
+    return pm(row[f"{m}_mean"], row[f"{m}_std"])
 
 
 def spread(row: dict) -> str:
@@ -327,7 +327,7 @@ def render_markdown(board: Board, plots: dict[str, str] | None = None) -> str:
             board.group_std.height) else {}
         for row in board.group_table.iter_rows(named=True):
             sd = stds.get(row["method"], {})
-            vals = [_pm(row[g], sd.get(g)) for g in gcols]
+            vals = [pm(row[g], sd.get(g)) for g in gcols]
             lines.append(f"| `{row['method']}` | " + " | ".join(vals) + " |")
         lines.append("")
     rule = RULES.get(meta.get("selection") or "", None)
@@ -405,7 +405,7 @@ def print_board(board: Board, console) -> None:  # noqa: ANN001 - a rich Console
         )
     for method, vals in extra_metrics(board).items():
         console.print(f"{method}: " + ", ".join(
-            f"{k} {_pm(_mean(v), _std(v)).replace(' ± ', '±')}" for k, v in sorted(vals.items())),
+            f"{k} {pm(_mean(v), _std(v)).replace(' ± ', '±')}" for k, v in sorted(vals.items())),
             highlight=False)
     for note in tuning_notes(board):
         console.print(note.replace("`", ""), highlight=False)

@@ -342,8 +342,27 @@ def publish(table: pl.DataFrame, to: Path, published: str | None = None,
         doc = to_json(board, part.stem, stamp)
         files.append(write_text_atomic(to / f"{part.stem}.json", json.dumps(doc, indent=1) + "\n"))
         done.append(Published(part.stem, board, files, part.dropped))
+    done += _across_encoders(done, to, plots)
     write_index(to)
     return done
+
+
+def _across_encoders(done: list[Published], to: Path, plots: bool) -> list[Published]:
+    """A cross-encoder board for each (dataset, selection) published with several encoders."""
+    from bench import cross_encoder
+
+    groups: dict[tuple[str, str], dict[str, Board]] = {}
+    for p in done:
+        meta = p.board.meta
+        groups.setdefault((meta["dataset"], meta["selection"]), {})[meta["encoder"]] = p.board
+    out = []
+    for (dataset, selection), boards in sorted(groups.items()):
+        if len(boards) < 2:
+            continue
+        stem = stem_for(dataset, "identity", selection) + "--across-encoders"
+        files = cross_encoder.write(dict(sorted(boards.items())), to, stem, plots=plots)
+        out.append(Published(stem, next(iter(boards.values())), files, []))
+    return out
 
 
 def _index_row(doc: dict[str, Any]) -> str:
@@ -398,6 +417,10 @@ def write_index(to: Path) -> Path:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_index_row(d) for d in docs]
+    across = sorted(Path(to).glob("*--across-encoders.md"))
+    if across:
+        lines += ["", "Across encoders (methods × backbones, WGA / average): "
+                  + ", ".join(f"[{p.stem}]({p.name})" for p in across)]
     lines += [
         "",
         "Synthetic data and untrained encoders are flagged: such numbers test the harness, "

@@ -244,8 +244,11 @@ def test_parallel_trials_completes_the_trial_budget(tmp_path):
     (exp,) = [e for e in client.search_experiments() if e.name == "spurbench/synthetic"]
     runs = client.search_runs([exp.experiment_id], "tags.`spurbench.kind` = 'trial'")
     assert len(runs) == 5
-    history = client.get_metric_history(runs[0].info.run_id, "epoch_val_wga")
-    assert len(history) > 1 and len({m.step for m in history}) == len(history)
+    # every trial's per-epoch scores reach MLflow once per step (a pruned trial may stop
+    # after its first report, so look at all of them)
+    histories = [client.get_metric_history(r.info.run_id, "epoch_val_wga") for r in runs]
+    assert all(h and len({m.step for m in h}) == len(h) for h in histories)
+    assert max(len(h) for h in histories) > 1
 
 
 def test_parallel_trials_must_be_positive(tmp_path):

@@ -32,8 +32,15 @@ from bench.store import LabelWithheld
 SHORT_EPOCHS = 3  # training in the kit is short: it checks contracts, not accuracy
 
 
-def tiny_features(path: Path, n_classes: int = 2, seed: int = 0) -> Path:
-    """A small `features` dataset with a spurious attribute and class-text embeddings."""
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def tiny_features(path: Path, n_classes: int = 2, seed: int = 0, attr_text: bool = True
+                  ) -> Path:
+    """A small `features` dataset with a spurious attribute, class-text embeddings and
+    (unless `attr_text` is False) attribute and paired class-with-attribute text, so text
+    debiasing methods (orth-proj) are fitted by the kit rather than refused."""
     rng = np.random.default_rng(seed)
     n, dim = 360, 16
     y = rng.integers(0, n_classes, n)
@@ -48,9 +55,15 @@ def tiny_features(path: Path, n_classes: int = 2, seed: int = 0) -> Path:
         y[rows] = np.arange(n_classes * 2) // 2
         a[rows] = np.arange(n_classes * 2) % 2
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
-    text = core / np.linalg.norm(core, axis=1, keepdims=True)
-    np.savez(path, x=x.astype(np.float32), y=y, a=a, split=split,
-             class_text=text.astype(np.float32))
+    text = _unit(core)
+    arrays = {"class_text": text.astype(np.float32)}
+    if attr_text:  # drawn last: x, y, a are those of a file without them
+        sign = np.array([-0.5, 0.5])  # a - 0.5, as x has it
+        attr = _unit(sign[:, None] * spur + 0.1 * rng.standard_normal((2, dim)))
+        pairs = _unit(core[:, None, :] + 1.5 * sign[None, :, None] * spur)  # [C, A, dim]
+        arrays.update(attr_text=attr.astype(np.float32),
+                      class_attr_text=pairs.astype(np.float32))
+    np.savez(path, x=x.astype(np.float32), y=y, a=a, split=split, **arrays)
     return path
 
 

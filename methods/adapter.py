@@ -33,9 +33,9 @@ harness calls the head on the anchors and the loss calls it again on their posit
 and negatives, so batch statistics would mix two populations); positives drawn with
 replacement; the text term is added every step (the code either trains on the sample
 term alone or alternates it with cross-entropy epochs; on the anchors alone it maps
-everything to the class most anchors have); the model is the last epoch's
-(the code keeps the epoch with the best validation worst-group accuracy, which needs
-validation group labels).
+everything to the class most anchors have); the epoch kept is the one with the best
+validation *worst-class* accuracy (the code's best validation worst-group accuracy needs
+validation group labels, which this method does not declare; see BestEpoch).
 """
 
 from __future__ import annotations
@@ -174,6 +174,51 @@ class ContrastiveLoss:
         return self.sample_weight * samples + self.text_weight * text
 
 
+class BestEpoch:
+    """The epoch-selection hook: before each epoch (and once after the last) scores the
+    head on the validation split and keeps a copy of its parameters when the score is the
+    best so far (the earliest of equal scores, as the reference code's strict `>`).
+
+    The score is validation worst-class accuracy, average accuracy breaking ties: the
+    reference code keeps the best validation *worst-group* accuracy, but that reads
+    validation group labels, which the method does not declare (the harness uses them
+    only to rank whole trials, and withholds them under a label-free selection rule);
+    class labels are always lent."""
+
+    def __init__(self, val: bench.FeatureSplit) -> None:
+        self.x = val.x
+        self.y = val.y
+        self.n_classes = val.n_classes
+        self.best: tuple[float, float] | None = None
+        self.epoch = -1  # epochs of training behind the kept copy
+        self.params: list[torch.Tensor] = []
+
+    def score(self, head: nn.Module) -> tuple[float, float]:
+        with torch.no_grad():
+            correct = (head(self.x).argmax(dim=1) == self.y).double()
+        hits = torch.bincount(self.y, weights=correct, minlength=self.n_classes)
+        counts = torch.bincount(self.y, minlength=self.n_classes)
+        present = counts > 0
+        return float((hits[present] / counts[present]).min()), float(correct.mean())
+
+    def __call__(self, epoch: int, head: nn.Module) -> None:
+        if epoch == 0 or len(self.y) == 0:  # untrained, or nothing to score on
+            return
+        score = self.score(head)
+        if self.best is None or score > self.best:
+            self.best, self.epoch = score, epoch
+            self.params = [p.detach().clone() for p in head.parameters()]
+
+    def restore(self, head: nn.Module, epochs: int) -> nn.Module:
+        """Score the final head too, then load the best epoch's parameters into it."""
+        self(epochs, head)
+        if self.params:
+            with torch.no_grad():
+                for p, kept in zip(head.parameters(), self.params, strict=True):
+                    p.copy_(kept)
+        return head
+
+
 def zeroshot_predictions(store: bench.FeatureStore, x: torch.Tensor) -> torch.Tensor:
     h = x if store.visual_projection is None else x @ store.visual_projection.T
     return (F.normalize(h, dim=1) @ store.class_text.T).argmax(dim=1)
@@ -208,6 +253,8 @@ class ContrastiveAdapter(bench.Method):
         # 0 removes the sample-contrastive term: a plain adapter trained against the text
         space["sample_weight"] = bench.Float(0.0, 10.0, 1.0, tune=False)
         space["negatives"] = bench.Choice(("nearest", "random"), "nearest", tune=False)
+        # best: the epoch with the best validation worst-class accuracy (BestEpoch)
+        space["epoch_selection"] = bench.Choice(("best", "last"), "best", tune=False)
         return space
 
     def unsupported(self, store):
@@ -232,6 +279,12 @@ class ContrastiveAdapter(bench.Method):
         copies = torch.zeros(len(train), dtype=torch.long, device=train.x.device)
         copies[anchors] = 1
         cfg = bench.TrainConfig.from_params(p)
-        hooks = bench.Hooks(loss=loss, sampler=bench.Sampler.upsampled(copies, cfg.batch_size))
+        best = BestEpoch(val) if p["epoch_selection"] == "best" else None
+        hooks = bench.Hooks(loss=loss, sampler=bench.Sampler.upsampled(copies, cfg.batch_size),
+                            before_epoch=best)
         head = yield bench.Stage(head, train, cfg, hooks)
-        return bench.Predictor(head, info={"anchors": anchors.cpu()})
+        info = {"anchors": anchors.cpu(), "epoch": cfg.epochs}
+        if best is not None:
+            best.restore(head, cfg.epochs)
+            info["epoch"] = best.epoch if best.params else cfg.epochs
+        return bench.Predictor(head.eval(), info=info)

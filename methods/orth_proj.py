@@ -82,6 +82,12 @@ class OrthProj(bench.Method):
     group_labels = frozenset()
     family = "CLIP-specific"
     paper = "Chuang et al. 2023, Debiasing Vision-Language Models via Biased Prompts"
+    needs_training_data = False  # the text embeddings are its whole input
+    untuned_because = (
+        "it does not train: the class and attribute prompts fix the projection, and λ is "
+        "an option (the paper's 1000), not searched: with no labels there is no score to "
+        "tune it on"
+    )
 
     def search_space(self) -> dict:
         # λ of the calibration; 0 is the uncalibrated Orth-Proj. An option, not searched:

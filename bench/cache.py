@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from bench.errors import UserError
 from bench.spec import DatasetSpec
 
 FORMAT = 1
+TEMPLATE_PREFIX = "mlflow-empty-"  # + <mlflow version>.db, with .sha256 and .lock beside it
 log = logging.getLogger("bench.cache")
 
 
@@ -38,6 +39,35 @@ def cache_dir() -> Path:
     """Where spurbench keeps caches: $SPURBENCH_CACHE, else ~/.cache/spurbench."""
     env = os.environ.get("SPURBENCH_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "spurbench"
+
+
+def unusable(root: Path, exc: BaseException) -> str:
+    """Why a cache folder could not be used, in words (a file in its place, no permission)."""
+    for parent in (Path(root), *Path(root).parents):
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is a file, not a folder"
+            break
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def make_dir(folder: Path, root: Path | None = None) -> Path:
+    """Create a folder in the cache; an unusable cache (a file, no permission) is one
+    UserError naming the cache folder and SPURBENCH_CACHE, not an OSError traceback."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        root = cache_dir() if root is None else root
+        raise UserError(
+            f"cache folder {root} is unusable ({unusable(folder, exc)}); set SPURBENCH_CACHE "
+            "to a folder you can write"
+        ) from None
+    return folder
+
+
+def mlflow_template(version: str, root: Path | None = None) -> Path:
+    """The cached empty MLflow SQLite store for one MLflow version (see bench.tracking)."""
+    return (cache_dir() if root is None else Path(root)) / f"{TEMPLATE_PREFIX}{version}.db"
 
 
 def features_dir(root: Path) -> Path:
@@ -78,7 +108,8 @@ def _key(identity: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -133,7 +164,7 @@ class Entry:
         size = self.data.stat().st_size
         if size != m.get("bytes"):
             raise ValueError(f"data file has {size} bytes, manifest says {m.get('bytes')}")
-        if _sha256(self.data) != m.get("sha256"):
+        if sha256_file(self.data) != m.get("sha256"):
             raise ValueError("checksum mismatch")
         try:
             with np.load(self.data, allow_pickle=False) as z:
@@ -177,7 +208,7 @@ class Entry:
             **meta,
             "identity": identity,
             "bytes": self.data.stat().st_size,
-            "sha256": _sha256(self.data),
+            "sha256": sha256_file(self.data),
             "arrays": {
                 k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()
             },
@@ -197,26 +228,28 @@ class Entry:
         return freed
 
 
-def _try_load(entry: Entry, identity: dict[str, Any]) -> Encoded | None:
+def _try_load(entry: Entry, identity: dict[str, Any]) -> tuple[Encoded | None, str | None]:
+    """(the entry's data, None), or (None, why it is unusable; None when there is none)."""
     if not entry.manifest.exists() and not entry.data.exists():
-        return None
+        return None, None
     try:
-        return entry.load(identity)
+        return entry.load(identity), None
     except ValueError as exc:
-        log.warning(
-            "feature cache entry %s is corrupt or stale (%s); rebuilding it", entry.data, exc
-        )
-        return None
+        return None, str(exc)
 
 
 def cached_encode(spec: DatasetSpec, encoder: Encoder, cache_root: Path) -> Encoded:
-    """encoder.encode(spec), computed once and stored; later calls read the verified entry."""
+    """encoder.encode(spec), computed once and stored; later calls read the verified entry.
+
+    The entry is read twice when it is unusable (before and under the lock, as another
+    process may be writing it); a corrupt one is reported once, not once per look.
+    """
     identity = entry_identity(spec, encoder)
     entry = Entry.for_key(Path(cache_root), spec.name, _key(identity))
-    found = _try_load(entry, identity)
+    found, problem = _try_load(entry, identity)
     if found is not None:
         return found
-    entry.data.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(entry.data.parent, Path(cache_root))
     lock = FileLock(str(entry.lock))
     try:
         lock.acquire(timeout=1)
@@ -224,9 +257,13 @@ def cached_encode(spec: DatasetSpec, encoder: Encoder, cache_root: Path) -> Enco
         log.warning("another process is encoding %s with %s; waiting for it", spec.name, encoder.id)
         lock.acquire()
     try:
-        found = _try_load(entry, identity)  # the other process may have written it meanwhile
+        # the other process may have written it meanwhile
+        found, again = _try_load(entry, identity)
         if found is not None:
             return found
+        if again is not None:
+            log.warning("feature cache entry %s is corrupt or stale (%s); rebuilding it",
+                        entry.data, again)
         encoded = encoder.encode(spec)
         entry.write(identity, encoded, {"dataset": spec.name, "encoder": encoder.id})
         return encoded
@@ -259,26 +296,59 @@ def verify(entry: Entry) -> str:
     return "ok"
 
 
-def clear(root: Path, dataset: str | None = None) -> tuple[int, int]:
-    """Remove feature entries (of one dataset, or all) and leftovers; (entries, bytes) freed."""
-    n, freed = 0, 0
+@dataclass
+class Cleared:
+    """What `sweep` removed: feature entries, rendered datasets, MLflow templates, bytes."""
+
+    entries: int = 0
+    rendered: list[str] = field(default_factory=list)
+    templates: list[str] = field(default_factory=list)
+    freed: int = 0
+
+
+def _remove_tree(target: Path) -> int:
+    freed = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    shutil.rmtree(target)
+    return freed
+
+
+def sweep(root: Path, dataset: str | None = None) -> Cleared:
+    """Remove feature entries and leftovers, rendered embedded-dataset images and (without
+    `dataset`) the MLflow template databases: everything here is rebuilt when needed."""
+    out = Cleared()
     for entry, manifest in list_entries(root):
         if dataset is not None and (manifest or {}).get("dataset") != dataset:
             continue
-        freed += entry.remove()
-        n += 1
+        out.freed += entry.remove()
+        out.entries += 1
     folder = features_dir(root)
     if folder.is_dir():
         for path in folder.iterdir():
             stale = path.name.startswith(".") and ".tmp" in path.name
             orphan = path.suffix in (".json", ".lock") and not path.with_suffix(".npz").exists()
             if dataset is None and (stale or orphan):
-                freed += path.stat().st_size
+                out.freed += path.stat().st_size
                 path.unlink(missing_ok=True)
     rendered = Path(root) / "datasets"
-    targets = [rendered] if dataset is None else [rendered / dataset]
-    for target in targets:
-        if target.is_dir():
-            freed += sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
-            shutil.rmtree(target)
-    return n, freed
+    if rendered.is_dir():
+        for target in sorted(rendered.iterdir()):
+            if target.is_dir() and (dataset is None or target.name == dataset):
+                out.freed += _remove_tree(target)
+                out.rendered.append(target.name)
+        if dataset is None:
+            out.freed += _remove_tree(rendered)
+    if dataset is None and Path(root).is_dir():
+        for path in sorted(Path(root).iterdir()):
+            name = path.name.lstrip(".")
+            if name.startswith(TEMPLATE_PREFIX) and path.is_file():
+                if path.suffix == ".db":
+                    out.templates.append(path.name)
+                out.freed += path.stat().st_size
+                path.unlink(missing_ok=True)
+    return out
+
+
+def clear(root: Path, dataset: str | None = None) -> tuple[int, int]:
+    """Remove what `sweep` removes; (feature entries, bytes) freed."""
+    done = sweep(root, dataset)
+    return done.entries, done.freed

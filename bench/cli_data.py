@@ -66,8 +66,9 @@ def cache_list(
 
 
 @cache_app.command(
-    "clear", help="Delete cached features (and rendered embedded images); they are rebuilt "
-    "when needed.\n\nExample:  bench cache clear --dataset waterbirds"
+    "clear", help="Delete cached features, rendered embedded-dataset images and (without "
+    "--dataset) the cached empty MLflow database; all are rebuilt when needed.\n\n"
+    "Example:  bench cache clear --dataset waterbirds"
 )
 def cache_clear(
     cache_dir: Path = CacheDirOpt,
@@ -76,10 +77,16 @@ def cache_clear(
     from bench import cache
 
     root = _root(cache_dir)
-    n, freed = cache.clear(root, dataset)
+    done = cache.sweep(root, dataset)
+    n = done.entries
     what = f" of dataset '{dataset}'" if dataset else ""
-    out.print(f"removed {n} feature cache entr{'y' if n == 1 else 'ies'}{what} ({_mb(freed)}) "
-              f"from {root}")
+    parts = [f"{n} feature cache entr{'y' if n == 1 else 'ies'}{what}"]
+    if done.rendered:
+        parts.append(f"the rendered images of {', '.join(done.rendered)}")
+    if done.templates:
+        parts.append(f"the MLflow template database {', '.join(done.templates)}")
+    listed = parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+    out.print(f"removed {listed} from {root} ({_mb(done.freed)})", soft_wrap=True)
 
 
 DOWNLOAD_HELP = (

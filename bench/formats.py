@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ from bench.errors import UserError
 from bench.spec import DatasetSpec
 
 SPLIT_CODES = {0: "train", 1: "val", 2: "test"}
+log = logging.getLogger("bench.formats")
 
 
 def data_base(options: DatasetOptions) -> Path:
@@ -160,11 +162,23 @@ def spec_from_source(source: Path, **kwargs: object) -> DatasetSpec:
         raise UserError(f"dataset '{name}' ({source}): {msg}") from None
 
 
+def _downloaded(root: Path, wilds_name: str, marker: str, reported: Path | None) -> Path | None:
+    """The folder a WILDS download left `marker` in: the one wilds reported, else the
+    newest root/<name>_v<version>/ that holds it (wilds names its folders so)."""
+    if reported is not None and (reported / marker).is_file():
+        return reported
+    found = sorted(root.glob(f"{wilds_name}_v*/{marker}"), key=lambda p: p.parent.name)
+    return found[-1].parent if found else None
+
+
 def wilds_download(wilds_name: str, root: Path, marker: str) -> Path:
     """Download a WILDS dataset into root/<name>_v<version>/ with the `wilds` package.
 
-    WILDS prints download failures instead of raising them, so the result is checked by
-    looking for `marker`; a failure (no network, a moved URL) is a UserError with the cause.
+    A download is judged by the files it leaves, not by what `wilds` says: it prints
+    download failures instead of raising them, and after a good download it builds its own
+    dataset object, which can crash for reasons that do not concern the files (its
+    CivilComments loader fails with current pandas). So: `marker` there means success,
+    whatever was raised; else a UserError with the cause (no network, a moved URL).
     """
     import wilds
 
@@ -172,14 +186,19 @@ def wilds_download(wilds_name: str, root: Path, marker: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     captured = io.StringIO()
     error: str | None = None
+    reported: Path | None = None
     try:
         with contextlib.redirect_stdout(captured):
             ds = wilds.get_dataset(dataset=wilds_name, root_dir=str(root), download=True)
-        folder = Path(ds.data_dir)
-    except Exception as exc:  # wilds raises ValueError/FileNotFoundError after a failed download
-        error = f"{type(exc).__name__}: {exc}"
-        folder = None
-    if folder is not None and (folder / marker).is_file():
+        reported = Path(ds.data_dir)
+    except Exception as exc:  # a failed download, or wilds' own loader after a good one
+        text = str(exc).strip()
+        error = f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+    folder = _downloaded(root, wilds_name, marker, reported)
+    if folder is not None:
+        if error is not None:
+            log.info("wilds raised %s after the download; %s is there, so it is complete",
+                     error, folder / marker)
         return folder
     printed = [ln.strip() for ln in captured.getvalue().splitlines() if "Exception" in ln]
     cause = printed[-1] if printed else (error or f"{marker} is missing after the download")

@@ -34,7 +34,9 @@ _ACTIVE: set[tuple[str, int]] = set()  # (study name, trial number) of trials ru
 
 
 def interval() -> float:
-    """Seconds between heartbeats (SPURBENCH_HEARTBEAT, default 30)."""
+    """Seconds between heartbeats (SPURBENCH_HEARTBEAT, default 30); a bad value is a
+    UserError. bench.tracking.check_uri calls this before a run does any work, so the
+    mistake is one line at the start, not a traceback from a thread mid-sweep."""
     raw = os.environ.get("SPURBENCH_HEARTBEAT", "30")
     try:
         value = float(raw)
@@ -98,6 +100,7 @@ def is_stale(study: optuna.Study, trial: FrozenTrial, now: float | None = None) 
 
 def fail_stale(study: optuna.Study) -> list[int]:
     """Fail the study's RUNNING trials whose process is gone; return their numbers."""
+    interval()  # a bad SPURBENCH_HEARTBEAT fails here even when no trial is running
     failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not is_stale(study, t):
@@ -116,6 +119,7 @@ class Heartbeat:
     def __init__(self, study: optuna.Study, trial: optuna.Trial) -> None:
         self.trial = trial
         self.key = (study.study_name, trial.number)
+        self.every = interval()  # read here, in the caller's thread: a bad value is its error
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="spurbench-heartbeat", daemon=True)
 
@@ -127,8 +131,7 @@ class Heartbeat:
         return self
 
     def _run(self) -> None:
-        every = interval()
-        while not self._stop.wait(every):
+        while not self._stop.wait(self.every):
             try:
                 self.trial.set_user_attr(BEAT, time.time())
             except Exception:  # the trial finished (or was failed by another process)

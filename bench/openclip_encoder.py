@@ -80,6 +80,29 @@ def _quiet_root_logger():  # noqa: ANN202
         root.setLevel(level)
 
 
+def _checkpoint_reason(exc: BaseException) -> str:
+    """Why torch/open_clip could not load a checkpoint file, in words for the user.
+
+    torch's own messages suggest `weights_only=False`, which would run code from an
+    untrusted file: never repeated. Bytes that are no checkpoint at all (garbage, a
+    truncated file, text) surface as pickle, EOF, key or zip errors; a real checkpoint of
+    another model as a state_dict mismatch, whose first line says what differs.
+    """
+    import pickle
+
+    text = str(exc).strip()
+    if "Unsupported global" in text:
+        return ("it holds pickled Python objects, which are not loaded for safety; "
+                "save a plain state_dict (torch.save(model.state_dict(), FILE))")
+    damaged = (pickle.UnpicklingError, EOFError, KeyError, IndexError, UnicodeDecodeError)
+    if isinstance(exc, damaged) or "zip archive" in text or "weights_only" in text or not text:
+        return ("the file is damaged or not a PyTorch or safetensors checkpoint; "
+                "download or save it again")
+    if "state_dict" in text:  # the file loads, but holds another model's weights
+        return f"its weights do not fit this model: {' '.join(text.split())[:240]}"
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}"
+
+
 @functools.lru_cache(maxsize=8)
 def _tokenizer(model: str):  # noqa: ANN202
     """open_clip rebuilds its BPE tables on every get_tokenizer call; one per model is enough."""
@@ -224,15 +247,18 @@ class OpenClipEncoder(Encoder):
                 model, _, preprocess = oc.create_model_and_transforms(
                     self.model_name, pretrained=pretrained, **kwargs
                 )
-        except (RuntimeError, OSError, ValueError) as exc:
+        except Exception as exc:
+            if self.checkpoint is not None:
+                raise UserError(
+                    f"--encoder {self.id}: {self.checkpoint} is not a loadable checkpoint "
+                    f"({_checkpoint_reason(exc)})"
+                ) from None
+            if not isinstance(exc, (RuntimeError, OSError, ValueError)):
+                raise
             text = str(exc).strip()
             reason = text.splitlines()[0][:200] if text else type(exc).__name__
             if offline:
                 reason = "the Hugging Face Hub is unreachable and they are not in its local cache"
-            if self.checkpoint is not None:
-                raise UserError(
-                    f"--encoder {self.id}: cannot load checkpoint {self.checkpoint} ({reason})"
-                ) from None
             raise UserError(
                 f"--encoder {self.id}: cannot get the '{self.pretrained}' weights of "
                 f"{self.model_name} ({reason}); without internet, download the checkpoint on "

@@ -36,19 +36,80 @@ def metric_key(name: str) -> str:
 
 
 SCHEMES = ("file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+PROBE_TIMEOUT = 5.0  # seconds to reach an MLflow server before the run starts
+
+
+def _uri_label(uri: str) -> str:
+    """How the user gave the URI: the environment variable, else the flag."""
+    if os.environ.get("MLFLOW_TRACKING_URI") == uri:
+        return f"MLFLOW_TRACKING_URI={redact(uri)}"
+    return f"--tracking-uri {redact(uri)}"
+
+
+def _proxied(url: str, host: str) -> bool:
+    """Whether requests would go through an HTTP proxy (then a direct probe proves nothing)."""
+    import urllib.request
+
+    scheme = url.partition("://")[0]
+    return scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(host)
+
+
+def probe_server(uri: str, timeout: float = PROBE_TIMEOUT) -> None:
+    """Open (and close) a TCP connection to an http(s) tracking server within `timeout`.
+
+    MLflow itself retries an unreachable server for minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES
+    with backoff) and then fails with a traceback; one short connection attempt before any
+    work turns a wrong address or a stopped server into one line.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    try:
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise UserError(f"{_uri_label(uri)}: the port is not a number in 0..65535") from None
+    if not host:
+        raise UserError(f"{_uri_label(uri)}: no host name; expected http(s)://HOST:PORT")
+    if _proxied(uri, host):
+        return
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        if isinstance(exc, TimeoutError):
+            reason = f"no answer within {timeout:g} s"
+        elif isinstance(exc, socket.gaierror):
+            reason = f"unknown host '{host}'"
+        else:
+            reason = exc.strerror or type(exc).__name__
+        raise UserError(
+            f"{_uri_label(uri)}: cannot reach the MLflow server at {host}:{port} ({reason}); "
+            "start it (mlflow server --host HOST --port PORT) or fix the address"
+        ) from None
 
 
 def check_uri(uri: str | None) -> None:
     """Refuse a tracking URI MLflow cannot use before any work starts: a path, or one of
-    SCHEMES (mlflow's own error is a traceback after the run has begun)."""
+    SCHEMES (mlflow's own error is a traceback after the run has begun), and an http(s)
+    server that cannot be reached (mlflow would retry it for minutes).
+
+    Also checks SPURBENCH_HEARTBEAT, read only once trials run: the runner calls this
+    first thing, so a bad value fails here, before any data is loaded or encoded.
+    """
+    from bench import heartbeat
+
+    heartbeat.interval()
     if not uri:
         return
     scheme = uri.partition("://")[0] if "://" in uri else ""
     if scheme and scheme.split("+")[0] not in SCHEMES:
         raise UserError(
-            f"--tracking-uri {redact(uri)}: unknown scheme '{scheme}'; expected a folder, "
+            f"{_uri_label(uri)}: unknown scheme '{scheme}'; expected a folder, "
             "sqlite:///FILE, http(s)://HOST:PORT (an MLflow server) or postgresql://..."
         )
+    if scheme in ("http", "https"):
+        probe_server(uri)
 
 
 def default_uri(run_dir: Path) -> str:
@@ -59,21 +120,113 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
+TEMPLATE_TABLES = {"alembic_version", "experiments", "runs", "metrics", "params", "tags"}
+_warned: set[str] = set()  # one warning per problem per process
+
+
+def template_problem(template: Path) -> str | None:
+    """Why a cached template store cannot be used (None: it can).
+
+    A checksum written beside it when it was built catches any changed byte; SQLite's
+    quick_check and the expected tables (with an alembic version) catch a damaged or
+    foreign file, also one cached before checksums were written.
+    """
+    import sqlite3
+
+    if not template.is_file():
+        return "missing"
+    digest = template.with_name(template.name + ".sha256")
+    if digest.is_file():
+        from bench.cache import sha256_file
+
+        try:
+            if digest.read_text().strip() != sha256_file(template):
+                return "checksum mismatch"
+        except OSError as exc:
+            return f"unreadable: {exc.strerror or type(exc).__name__}"
+    try:
+        con = sqlite3.connect(f"file:{template}?mode=ro", uri=True)
+        try:
+            check = con.execute("PRAGMA quick_check").fetchall()
+            rows = con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            tables = {r[0] for r in rows}
+            version = (con.execute("SELECT version_num FROM alembic_version").fetchall()
+                       if "alembic_version" in tables else [])
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        return f"not a usable SQLite database: {exc}"
+    if check != [("ok",)]:
+        return f"SQLite quick_check: {check[0][0]}"
+    missing = TEMPLATE_TABLES - tables
+    if missing:
+        return f"missing table(s) {', '.join(sorted(missing))}"
+    if len(version) != 1 or not version[0][0]:
+        return "no alembic schema version"
+    return None
+
+
+def _build_template(template: Path) -> None:
+    """Create an empty, migrated store (MLflow runs its migrations), then its checksum."""
+    from mlflow.tracking import MlflowClient
+
+    from bench.cache import sha256_file
+
+    tmp = template.with_name(f".{template.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments()  # creates tables
+        problem = template_problem(tmp)
+        if problem is not None:
+            raise OSError(f"the new template is unusable ({problem})")
+        digest = template.with_name(template.name + ".sha256")
+        digest_tmp = digest.with_name(f".{digest.name}.{os.getpid()}.tmp")
+        digest_tmp.write_text(sha256_file(tmp) + "\n")
+        os.replace(tmp, template)
+        os.replace(digest_tmp, digest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _template() -> Path | None:
+    """The verified template store for this MLflow version, built (or rebuilt, with one
+    warning, when damaged) under a lock; None when the cache folder cannot be used."""
+    import mlflow
+    from filelock import FileLock, Timeout
+
+    from bench.cache import cache_dir, mlflow_template, unusable
+
+    root = cache_dir()
+    template = mlflow_template(mlflow.__version__, root)
+    if template_problem(template) is None:  # the usual case: no lock, works read-only
+        return template
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(template.with_name(template.name + ".lock")), timeout=300):
+            problem = template_problem(template)  # another process may have rebuilt it
+            if problem is None:
+                return template
+            if problem != "missing":
+                log.warning("cached MLflow template %s is damaged (%s); rebuilding it",
+                            template, problem)
+            _build_template(template)
+        return template
+    except (OSError, Timeout) as exc:
+        if str(root) not in _warned:
+            _warned.add(str(root))
+            log.warning("cache folder %s is unusable (%s); MLflow stores are created without "
+                        "the cached template (slower); set SPURBENCH_CACHE to a folder you can "
+                        "write", root, unusable(template, exc))
+        return None
+
+
 def _seed_sqlite_store(path: Path) -> None:
     """Start a new SQLite tracking store as a copy of an empty, migrated one (cached per
     MLflow version): MLflow's schema migrations take seconds on every fresh database."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from bench.cache import cache_dir
-
-    template = cache_dir() / f"mlflow-empty-{mlflow.__version__}.db"
-    if not template.exists():
-        template.parent.mkdir(parents=True, exist_ok=True)
-        tmp = template.with_name(f".{template.name}.{os.getpid()}.tmp")
-        MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments()  # creates tables
-        os.replace(tmp, template)
+    template = _template()
     path.parent.mkdir(parents=True, exist_ok=True)
+    if template is None:
+        return  # MLflow creates (and migrates) the store on first use
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     shutil.copyfile(template, tmp)
     os.replace(tmp, path)

@@ -6,7 +6,8 @@ green land with bushes or blue water with waves. y = waterbird, a = water backgr
 Training groups follow Waterbirds' proportions (3498/184/56/1057, scaled to n_train), so
 the background agrees with the bird 95% of the time; val and test keep the class
 balance and split each class evenly over backgrounds. Images are PNG files rendered once
-(deterministically from the seed) under $SPURBENCH_CACHE/datasets/, and are encoded like
+(deterministically from the seed) under $SPURBENCH_CACHE/datasets/ with a sha256 of each
+(checked on every load; a damaged copy is rendered again), and are encoded like
 any image dataset; the default encoder is the tiny random-weight open_clip model, so
 every result is flagged untrained. The point is testing the pipeline, not CLIP.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -27,6 +29,7 @@ import bench
 RENDER_VERSION = 1
 WATERBIRDS_TRAIN = {(0, 0): 3498, (0, 1): 184, (1, 0): 56, (1, 1): 1057}
 DEFAULTS = {"n_train": 1199, "n_val": 300, "n_test": 600, "size": 64}
+log = logging.getLogger("bench.datasets")
 
 
 def _counts(n_train: int, n_val: int, n_test: int) -> dict[str, dict[tuple[int, int], int]]:
@@ -119,13 +122,54 @@ def _rows(opts: dict[str, int]) -> list[tuple[str, int, int, str]]:
     return rows
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _problem(folder: Path, rows: list) -> str | None:
+    """Why a rendered copy cannot be used (None: it can): every image is checked against
+    the sha256 written after rendering, since a damaged PNG would otherwise fail a run
+    (or, worse, be encoded) long after it broke."""
+    try:
+        done = json.loads((folder / "done.json").read_text())
+        sums = done["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no checksums"
+    if not isinstance(sums, dict) or set(sums) != {r[3] for r in rows}:
+        return "the checksums list other images"
+    bad = []
+    for _, _, _, item in rows:
+        try:
+            ok = _sha256(folder / item) == sums[item]
+        except OSError:
+            ok = False
+        if not ok:
+            bad.append(item)
+    if bad:
+        return f"{len(bad)} of {len(rows)} images damaged or missing, first: {folder / bad[0]}"
+    return None
+
+
 def _materialise(folder: Path, rows: list, size: int, seed: int) -> None:
-    """Render every image into a temporary folder, then move it into place atomically."""
+    """Render every image into a temporary folder with a checksum manifest (done.json),
+    then move it into place atomically; a copy whose images fail their checksums is
+    rendered again (rendering is deterministic) with one warning."""
     from rich.progress import Progress
 
-    if (folder / "done.json").is_file():
-        return
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.exists():
+        problem = _problem(folder, rows)
+        if problem is None:
+            return
+        log.warning("rendered waterbirds-synth images in %s are unusable (%s); rendering them "
+                    "again", folder, problem)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in its place, no permission: one line, not a traceback
+        raise bench.UserError(
+            f"cache folder {bench.cache_dir()} is unusable (cannot create {folder.parent}: "
+            f"{exc.strerror or type(exc).__name__}); set SPURBENCH_CACHE to a folder you can "
+            "write"
+        ) from None
     tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     for split in ("train", "val", "test"):
@@ -135,13 +179,21 @@ def _materialise(folder: Path, rows: list, size: int, seed: int) -> None:
         for i, (_, y, a, item) in enumerate(rows):
             render(y, a, size, np.random.default_rng([seed, i])).save(tmp / item)
             bar.advance(task)
-    (tmp / "done.json").write_text(json.dumps({"images": len(rows), "version": RENDER_VERSION}))
+    sums = {item: _sha256(tmp / item) for _, _, _, item in rows}
+    (tmp / "done.json").write_text(
+        json.dumps({"images": len(rows), "version": RENDER_VERSION, "sha256": sums})
+    )
+    old = folder.with_name(f".{folder.name}.old{os.getpid()}")
     try:
+        if folder.exists():
+            os.replace(folder, old)  # the damaged copy, out of the way
         os.replace(tmp, folder)
     except OSError:  # another process finished first: keep its copy
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (folder / "done.json").is_file():
+        if _problem(folder, rows) is not None:
             raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 @bench.dataset

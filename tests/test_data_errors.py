@@ -226,8 +226,17 @@ def test_a_group_absent_from_test_is_named_in_a_warning(tmp_path, caplog):
     assert "y=class 1,a=attribute 0" in msg and "test split" in msg
 
 
-def _bad_input_cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
-    """Each case: the command line, and what its one-line error must say."""
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _bad_input_cases(tmp_path: Path) -> dict[str, tuple[list[str], str, dict[str, str]]]:
+    """Each case: the command line, what its one-line error must say, and the environment."""
     zero = tmp_path / "zero.npz"
     np.savez(zero, x=np.zeros((0, 4), np.float32), y=np.zeros(0, int), a=np.zeros(0, int),
              split=np.zeros(0, int))
@@ -237,22 +246,70 @@ def _bad_input_cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     empty_json.write_text("[]")
     a_file = tmp_path / "a-file"
     a_file.write_text("")
+    garbage = tmp_path / "weights.pt"
+    garbage.write_bytes(bytes(range(256)) * 16)
+    port = _closed_port()
     quick = ["--methods", "erm", "--trials", "0", "--seeds", "1", "--no-progress",
              "--runs-dir", str(tmp_path / "runs")]
+    images = ["--dataset", "waterbirds", "--data-root", str(tmp_path), "--device", "cpu",
+              "--encode-workers", "0"]
     return {
-        "tracking scheme": (["run", *quick, "--tracking-uri", "foo://bar"], "unknown scheme"),
+        "tracking scheme": (["run", *quick, "--tracking-uri", "foo://bar"], "unknown scheme", {}),
+        "tracking unreachable": (
+            ["run", *quick, "--tracking-uri", f"http://127.0.0.1:{port}"],
+            f"--tracking-uri http://127.0.0.1:{port}: cannot reach the MLflow server at "
+            f"127.0.0.1:{port}", {}),
+        "tracking port": (["run", *quick, "--tracking-uri", "http://127.0.0.1:abc"],
+                          "--tracking-uri http://127.0.0.1:abc: the port is not a number", {}),
+        "heartbeat abc": (["run", *quick], "SPURBENCH_HEARTBEAT=abc: expected a positive number",
+                          {"SPURBENCH_HEARTBEAT": "abc"}),
+        "heartbeat 0": (["run", *quick], "SPURBENCH_HEARTBEAT=0: expected a positive number",
+                        {"SPURBENCH_HEARTBEAT": "0"}),
         "0-row npz": (["run", "--dataset", "features", "--dataset-opt", f"path={zero}", *quick],
-                      "has no rows"),
+                      "has no rows", {}),
         "text as npz": (["run", "--dataset", "features", "--dataset-opt", f"path={text}",
-                         *quick], "not an .npz file"),
-        "compare []": (["compare", str(empty_json), str(empty_json)], "a JSON list"),
-        "--out a file": (["run", *quick, "--out", str(a_file)], "a file, not a directory"),
+                         *quick], f"{text}: not an .npz file (no zip archive inside)", {}),
+        "garbage checkpoint": (
+            ["run", *images, "--encoder", f"openclip:spurbench-tiny:{garbage}", *quick],
+            f"{garbage} is not a loadable checkpoint (the file is damaged or not a PyTorch", {}),
+        "cache is a file": (["run", "--dataset", "waterbirds-synth", *quick],
+                            f"cache folder {a_file} is unusable", {"SPURBENCH_CACHE": str(a_file)}),
+        "compare []": (["compare", str(empty_json), str(empty_json)], "a JSON list", {}),
+        "--out a file": (["run", *quick, "--out", str(a_file)], "a file, not a directory", {}),
     }
 
 
-@pytest.mark.parametrize("case", ["tracking scheme", "0-row npz", "text as npz", "compare []",
+# never in any message: advice that would run code from an untrusted file, a stale story
+NEVER = ("Traceback", "weights_only", "pickled (object) data")
+
+
+@pytest.mark.parametrize("case", ["tracking scheme", "tracking unreachable", "tracking port",
+                                  "heartbeat abc", "heartbeat 0", "0-row npz", "text as npz",
+                                  "garbage checkpoint", "cache is a file", "compare []",
                                   "--out a file"])
-def test_bad_input_is_one_line_and_exit_2(bench_main, tmp_path, case):
-    args, says = _bad_input_cases(tmp_path)[case]
+def test_bad_input_is_one_line_and_exit_2(bench_main, tmp_path, monkeypatch, case):
+    if case == "garbage checkpoint":
+        ff.write_waterbirds(tmp_path)
+    args, says, env = _bad_input_cases(tmp_path)[case]
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     code, err = bench_main(*args)
-    assert code == 2 and says in err and "Traceback" not in err, err
+    assert code == 2 and says in err, err
+    assert err.startswith("error: ") and err.count("error: ") == 1, err
+    assert not [s for s in NEVER if s in err], err
+
+
+@pytest.mark.parametrize("env, args", [
+    ({"SPURBENCH_HEARTBEAT": "abc"}, []),
+    ({}, ["--tracking-uri", "http://127.0.0.1:{port}"]),
+])
+def test_bad_settings_stop_the_run_before_any_work(bench_main, tmp_path, monkeypatch, env, args):
+    """Checked first: no run folder, no dataset loaded, nothing encoded."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "run"
+    args = [a.format(port=_closed_port()) for a in args]
+    code, err = bench_main("run", "--dataset", "waterbirds", "--data-root", str(tmp_path / "none"),
+                           "--methods", "erm", "--out", str(out), "--no-progress", *args)
+    assert code == 2 and "dataset 'waterbirds' not found" not in err, err
+    assert not out.exists()

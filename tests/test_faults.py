@@ -1,0 +1,340 @@
+"""Damaged caches and unreachable services: each is one warning and a working run, or one
+`error:` line and exit 2 — never a traceback, a hang, or the same warning twice.
+
+The bad-input table is tests/test_data_errors.py; these cases need more than a command
+line (a damaged file in the cache, two looks at one entry, a stand-in downloader).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import socket
+import sqlite3
+import sys
+from pathlib import Path
+
+import fixtures_formats as ff
+import pytest
+from conftest import bench_cli
+from test_cache import CountingEncoder, image_spec
+from typer.testing import CliRunner
+
+from bench import cache, registry, tracking
+from bench.dataset import DatasetOptions
+from bench.errors import UserError
+
+QUICK = ["--methods", "erm", "--trials", "0", "--seeds", "1", "--no-progress",
+         "--dataset", "synthetic", "--device", "cpu"]
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.strip()]
+
+
+# -- the cached MLflow template --------------------------------------------------------
+@pytest.fixture(scope="module")
+def built_template(tmp_path_factory) -> Path:
+    """One template built by the real code (MLflow's migrations), copied by each test."""
+    import mlflow
+
+    root = tmp_path_factory.mktemp("template-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SPURBENCH_CACHE", str(root))
+        built = tracking._template()
+    assert built == cache.mlflow_template(mlflow.__version__, root)
+    assert tracking.template_problem(built) is None
+    return built
+
+
+@pytest.fixture
+def template_cache(built_template, tmp_path, monkeypatch) -> Path:
+    """A cache folder holding a copy of the template and its checksum; the template path."""
+    root = tmp_path / "cache"
+    root.mkdir()
+    for path in built_template.parent.glob(built_template.name + "*"):
+        (root / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setenv("SPURBENCH_CACHE", str(root))
+    return root / built_template.name
+
+
+def _damage(path: Path, how: str) -> None:
+    raw = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(raw[: len(raw) // 3])
+    elif how == "garbage":
+        path.write_bytes(b"\x00garbage, not SQLite" * 50)
+    elif how == "one byte":  # same size, one byte changed: only the checksum sees it
+        path.write_bytes(raw[:-100] + bytes([raw[-100] ^ 0xFF]) + raw[-99:])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "no runs table":  # a valid SQLite file of the wrong shape
+        con = sqlite3.connect(path)
+        con.execute("DROP TABLE runs")
+        con.commit()
+        con.close()
+    else:
+        raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how, checksum, says", [
+    ("truncated", True, "checksum mismatch"),
+    ("one byte", True, "checksum mismatch"),
+    ("empty", True, "checksum mismatch"),
+    # a template cached before checksums were written: SQLite's own checks
+    ("truncated", False, "not a usable SQLite database"),
+    ("garbage", False, "not a usable SQLite database"),
+    ("no runs table", False, "missing table(s) runs"),
+])
+def test_damaged_template_is_found_and_rebuilt_with_one_warning(template_cache, caplog, how,
+                                                                checksum, says):
+    _damage(template_cache, how)
+    if not checksum:
+        template_cache.with_name(template_cache.name + ".sha256").unlink(missing_ok=True)
+    assert says in (tracking.template_problem(template_cache) or "")
+    with caplog.at_level(logging.WARNING, logger="bench.tracking"):
+        db = template_cache.parent.parent / "run" / "mlflow.db"
+        tracking.Tracker(f"sqlite:///{db}", "spurbench/faults")
+    warnings = [r.getMessage() for r in caplog.records if r.name == "bench.tracking"]
+    assert len(warnings) == 1, warnings
+    assert str(template_cache) in warnings[0] and "rebuilding it" in warnings[0]
+    assert says in warnings[0]
+    assert tracking.template_problem(template_cache) is None  # healthy again
+    assert (template_cache.parent / (template_cache.name + ".sha256")).is_file()
+
+
+def test_a_run_with_a_corrupt_template_works_and_warns_once(template_cache, tmp_path):
+    _damage(template_cache, "truncated")
+    r = bench_cli("run", *QUICK, "--out", str(tmp_path / "run"),
+                  env={"SPURBENCH_CACHE": str(template_cache.parent)})
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stderr.count("cached MLflow template") == 1, r.stderr
+    assert (tmp_path / "run" / "leaderboard.md").is_file()
+    assert tracking.template_problem(template_cache) is None
+
+
+def test_an_unusable_cache_folder_warns_once_and_the_run_works(tmp_path, monkeypatch, caplog):
+    not_a_folder = tmp_path / "cache-file"
+    not_a_folder.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("SPURBENCH_CACHE", str(not_a_folder))
+    with caplog.at_level(logging.WARNING, logger="bench.tracking"):
+        for i in range(2):  # two stores in one process: one warning
+            tracking.Tracker(f"sqlite:///{tmp_path / f'run{i}' / 'mlflow.db'}", "spurbench/x")
+    warnings = [r.getMessage() for r in caplog.records if r.name == "bench.tracking"]
+    assert len(warnings) == 1, warnings
+    assert f"{not_a_folder} is a file, not a folder" in warnings[0]
+    assert (tmp_path / "run1" / "mlflow.db").is_file()  # MLflow made it itself
+
+
+def test_cache_clear_removes_templates_and_rendered_images_and_says_so(template_cache):
+    from bench.cli import app
+
+    root = template_cache.parent
+    registry.load_plugins()
+    spec = registry.get_dataset("waterbirds-synth").load(DatasetOptions(extra={
+        "n_train": "16", "n_val": "8", "n_test": "8", "size": "16"}))
+    assert Path(spec.root).is_relative_to(root)
+    (root / f".{template_cache.name}.999.tmp").write_bytes(b"left by a killed process")
+    result = CliRunner().invoke(app, ["cache", "clear", "--cache-dir", str(root)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "the rendered images of waterbirds-synth" in said
+    assert f"the MLflow template database {template_cache.name}" in said
+    assert sorted(p.name for p in root.iterdir()) == []
+
+
+def test_cache_clear_of_one_dataset_keeps_the_template(template_cache):
+    from bench.cli import app
+
+    result = CliRunner().invoke(app, ["cache", "clear", "--cache-dir",
+                                      str(template_cache.parent), "--dataset", "waterbirds"])
+    assert result.exit_code == 0 and "MLflow" not in result.output
+    assert template_cache.is_file()
+
+
+# -- rendered embedded-dataset images -------------------------------------------------
+def _load_synth():  # noqa: ANN202
+    registry.load_plugins()
+    return registry.get_dataset("waterbirds-synth").load(DatasetOptions(extra={
+        "n_train": "24", "n_val": "8", "n_test": "8", "size": "16"}))
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage", "deleted", "old manifest"])
+def test_damaged_rendered_image_is_rendered_again_with_one_warning(tmp_path, monkeypatch, caplog,
+                                                                   how):
+    from PIL import Image
+
+    monkeypatch.setenv("SPURBENCH_CACHE", str(tmp_path / "cache"))
+    spec = _load_synth()
+    root = Path(spec.root)
+    item = root / spec.metadata["item"][5]
+    good = item.read_bytes()
+    if how == "truncated":
+        item.write_bytes(good[: len(good) // 2])
+    elif how == "garbage":
+        item.write_bytes(b"not a png" * 10)
+    elif how == "deleted":
+        item.unlink()
+    else:  # written before checksums: rendered again once, then verified like any other
+        done = json.loads((root / "done.json").read_text())
+        del done["sha256"]
+        (root / "done.json").write_text(json.dumps(done))
+    with caplog.at_level(logging.WARNING, logger="bench.datasets"):
+        again = _load_synth()
+        _load_synth()  # healthy now: no second warning
+    warnings = [r.getMessage() for r in caplog.records if r.name == "bench.datasets"]
+    assert len(warnings) == 1, warnings
+    assert str(root) in warnings[0] and "rendering them again" in warnings[0]
+    if how != "old manifest":
+        assert str(item) in warnings[0]
+    assert again.root == spec.root and item.read_bytes() == good  # deterministic
+    with Image.open(item) as img:
+        img.load()
+    sums = json.loads((root / "done.json").read_text())["sha256"]
+    assert sums[spec.metadata["item"][5]] == hashlib.sha256(good).hexdigest()
+    assert not [p for p in root.parent.iterdir() if p.name.startswith(".")]  # no leftovers
+
+
+def test_unusable_cache_folder_for_rendered_images_is_one_line(tmp_path, monkeypatch):
+    not_a_folder = tmp_path / "cache-file"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("SPURBENCH_CACHE", str(not_a_folder))
+    with pytest.raises(UserError, match="set SPURBENCH_CACHE to a folder you can write") as exc:
+        _load_synth()
+    assert f"cache folder {not_a_folder} is unusable" in str(exc.value)
+
+
+# -- the feature cache warns once per damaged entry -----------------------------------
+def test_corrupt_feature_entry_warns_once_not_once_per_look(tmp_path, caplog):
+    spec, enc, root = image_spec(tmp_path / "images"), CountingEncoder(), tmp_path / "cache"
+    cache.cached_encode(spec, enc, root)
+    ((entry, _),) = cache.list_entries(root)
+    entry.data.write_bytes(b"garbage")
+    with caplog.at_level(logging.WARNING, logger="bench.cache"):
+        cache.cached_encode(spec, enc, root)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "bench.cache"]
+    assert len(warnings) == 1 and "corrupt or stale" in warnings[0], warnings
+    assert enc.calls == 2
+
+
+# -- an unreachable tracking server ---------------------------------------------------
+def test_unreachable_tracking_server_is_one_line_not_minutes_of_retries(tmp_path):
+    port = closed_port()
+    uri = f"http://127.0.0.1:{port}"
+    # MLflow alone retries this for about four minutes, then prints a traceback; the
+    # generous timeout only catches a hang, the probe itself answers at once (refused)
+    r = bench_cli("run", *QUICK, "--tracking-uri", uri, "--out", str(tmp_path / "run"),
+                  timeout=150)
+    assert r.returncode == 2, r.stderr
+    (line,) = error_lines(r.stderr)
+    assert line.startswith(f"error: --tracking-uri {uri}: cannot reach the MLflow server at "
+                           f"127.0.0.1:{port}")
+    assert not (tmp_path / "run").exists()  # before any work
+
+
+def test_the_probe_gives_up_after_a_few_seconds(monkeypatch):
+    """A server that never answers (a dropped SYN): the probe's own timeout decides."""
+    asked = {}
+
+    def silent(address, timeout=None):  # noqa: ANN001, ANN202
+        asked.update(address=address, timeout=timeout)
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(socket, "create_connection", silent)
+    with pytest.raises(UserError) as exc:
+        tracking.check_uri("https://user:secret@mlflow.example:8443/")
+    assert asked == {"address": ("mlflow.example", 8443), "timeout": tracking.PROBE_TIMEOUT}
+    assert 0 < tracking.PROBE_TIMEOUT <= 10
+    msg = str(exc.value)
+    assert "secret" not in msg and "no answer within 5 s" in msg and "\n" not in msg
+
+
+def test_the_probe_names_the_environment_variable_and_bad_hosts(monkeypatch):
+    def unknown(address, timeout=None):  # noqa: ANN001, ANN202  (no DNS lookup in a test)
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", unknown)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://no-such-host.invalid:5000")
+    with pytest.raises(UserError, match=r"^MLFLOW_TRACKING_URI=http://no-such-host.invalid:5000: "
+                       r"cannot reach .* \(unknown host 'no-such-host.invalid'\)"):
+        tracking.check_uri("http://no-such-host.invalid:5000")
+    with pytest.raises(UserError, match="the port is not a number"):
+        tracking.check_uri("http://127.0.0.1:http")
+
+
+def test_a_listening_server_passes_the_probe():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        tracking.check_uri(f"http://127.0.0.1:{s.getsockname()[1]}")
+
+
+# -- heartbeat setting --------------------------------------------------------------
+def test_bad_heartbeat_never_reaches_the_heartbeat_thread(monkeypatch):
+    """Even a caller that skipped the start check gets the error in its own thread."""
+    from bench import heartbeat
+
+    monkeypatch.setenv("SPURBENCH_HEARTBEAT", "abc")
+    with pytest.raises(UserError, match="SPURBENCH_HEARTBEAT=abc"):
+        heartbeat.Heartbeat(study=type("S", (), {"study_name": "s"})(),
+                            trial=type("T", (), {"number": 0})())
+
+
+# -- downloads are judged by the files they leave ---------------------------------------
+@pytest.fixture
+def fake_wilds(monkeypatch, tmp_path):
+    """wilds.get_dataset stand-in: optionally writes the CivilComments files, then fails
+    as wilds 2.0's CivilComments loader does with pandas 2."""
+    import wilds
+
+    calls = []
+
+    def get_dataset(dataset, root_dir, download):  # noqa: ANN001, ANN202
+        calls.append(dataset)
+        if writes:
+            ff.write_civilcomments(Path(root_dir))
+        raise TypeError("Cannot setitem on a Categorical with a new category, set the "
+                        "categories first")
+
+    writes: list[bool] = []
+    monkeypatch.setattr(wilds, "get_dataset", get_dataset)
+    return writes, calls
+
+
+def _download(monkeypatch, capsys, root: Path) -> tuple[int, str, str]:
+    from bench.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["bench", "datasets", "download", "civilcomments",
+                                      "--data-root", str(root)])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    got = capsys.readouterr()
+    return exc.value.code, " ".join(got.out.split()), " ".join(got.err.split())
+
+
+def test_download_that_left_its_files_is_a_success_despite_wilds(fake_wilds, monkeypatch, capsys,
+                                                                 tmp_path):
+    writes, calls = fake_wilds
+    writes.append(True)
+    code, out, err = _download(monkeypatch, capsys, tmp_path / "data")
+    assert calls == ["civilcomments"]
+    assert code == 0, err
+    assert f"'civilcomments' is ready in {tmp_path / 'data' / 'civilcomments_v1.0'}" in out
+    assert "Traceback" not in err and "error" not in err
+
+
+def test_download_that_left_nothing_is_one_line(fake_wilds, monkeypatch, capsys, tmp_path):
+    code, out, err = _download(monkeypatch, capsys, tmp_path / "data")
+    assert code == 2
+    assert err.startswith(f"error: download of 'civilcomments' into {tmp_path / 'data'} failed "
+                          "(TypeError: Cannot setitem on a Categorical")
+    assert "Traceback" not in err

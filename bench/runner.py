@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import socket
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -71,6 +72,15 @@ class RunResult:
     run_dir: Path
     results: pl.DataFrame
     board: Board
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost folder of `path` that does not exist yet (what mkdir -p would create)."""
+    path = Path(path).absolute()
+    missing = None
+    while not path.exists():
+        missing, path = path, path.parent
+    return missing
 
 
 def _quietly(*steps: Callable[[], object]) -> None:
@@ -146,10 +156,20 @@ class Run:
         self.run_dir = Path(cfg.out) if cfg.out else cfg.runs_dir / self.key
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise UserError(f"--out {self.run_dir}: a file, not a directory")
+        created = _first_missing(self.run_dir)
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"--out {self.run_dir}: cannot create it ({exc.strerror})") from None
+        try:
+            self._open(cfg)
+        except BaseException:
+            if created is not None:  # an early error leaves no half-made run directory
+                shutil.rmtree(created, ignore_errors=True)
+            raise
+
+    def _open(self, cfg: RunConfig) -> None:
+        """Storage, encoder, features, heads: the set-up that needs the run directory."""
         self.storage = cfg.storage or f"sqlite:///{(self.run_dir / 'optuna.db').resolve()}"
         open_storage(self.storage)  # a bad --storage fails now, not after encoding
         encoder = get_encoder(
@@ -313,7 +333,7 @@ class Run:
         progress = make_progress(self.console, "trials+seeds") if cfg.progress else None
         try:
             publish("running")  # from here on `bench worker --storage URL` can join
-            self.recover(tracker)
+            self.report_resume(self.recover(tracker), rows_dir)
             if progress is not None:
                 progress.start()
             for entry in self.entries.values():
@@ -496,14 +516,17 @@ class Run:
         return tune(study, tunable, fixed, budget, objective, self.cfg.timeout, on_trial, wait,
                     defaults)
 
-    def recover(self, tracker: Tracker) -> None:
-        """After a crash: fail trials of dead processes, mark their MLflow runs KILLED."""
+    def recover(self, tracker: Tracker) -> dict[str, int]:
+        """After a crash: fail trials of dead processes, mark their MLflow runs KILLED.
+        Returns what it found: finished trials, interrupted trials failed, runs killed."""
         studies = {}
+        found = {"trials": 0, "interrupted": 0, "killed": 0}
         for entry in self.entries.values():
             if self.budget(entry) and self.why_not(entry) is None:
                 for replicate in range(self.cfg.replicates):
                     study = self.open_study(entry, replicate)
-                    heartbeat.fail_stale(study)
+                    found["interrupted"] += len(heartbeat.fail_stale(study))
+                    found["trials"] += len(finished_trials(study))
                     studies[study.study_name] = study
 
         def trial_state(study_name: str, number: int) -> str | None:
@@ -515,8 +538,28 @@ class Run:
             return "INTERRUPTED" if interrupted(found[0]) else found[0].state.name
 
         fixed = tracker.reconcile(trial_state)
+        found["killed"] = fixed or 0
         if fixed:
             log.info("marked %d MLflow runs of interrupted trials or seeds as KILLED", fixed)
+        return found
+
+    def report_resume(self, found: dict[str, int], rows_dir: Path) -> None:
+        """One line on resume: what this run directory already held, so a user sees that
+        nothing completed is redone (and what an interruption cost)."""
+        seeds = len([p for p in rows_dir.glob("*-seed*.parquet") if "-failed" not in p.name])
+        if not (found["trials"] or seeds or found["interrupted"]):
+            return
+        line = (f"resuming {self.run_dir}: {found['trials']} finished trial(s) and {seeds} "
+                "final seed(s) kept")
+        if found["interrupted"]:
+            line += (f"; {found['interrupted']} interrupted trial(s) do not count (new trials "
+                     "fill the budget)")
+        if found["killed"]:
+            line += f"; {found['killed']} MLflow run(s) of interrupted work marked KILLED"
+        if self.console is not None:
+            self.console.print(line, highlight=False, soft_wrap=True)
+        else:
+            log.warning(line)
 
     def _tuned_before(
         self, rows_dir: Path, entry: MethodEntry, replicate: int

@@ -95,6 +95,10 @@ def test_sigint_then_sigkill_mid_trial_then_resume(tmp_path, tmp_path_factory):
     r = subprocess.run(bench_cmd(*run_args(tmp_path / "runs", plugins)), cwd=tmp_path,
                        capture_output=True, text=True, env=quiet_env(), timeout=600)
     assert r.returncode == 0, r.stderr
+    # resume says what it recovered: 3 finished trials kept (0, 1, 3), the SIGKILLed one
+    # failed, its MLflow run marked KILLED
+    assert "resuming" in r.stderr and "3 finished trial(s)" in r.stderr
+    assert "1 interrupted trial(s) do not count" in r.stderr
     storage = f"sqlite:///{run_dir / 'optuna.db'}"
     trials, nested, parent_final = state(run_dir)
     assert parent_final.info.run_id == parent.info.run_id

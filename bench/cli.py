@@ -67,7 +67,8 @@ def run(
         None, "--preset", help="A shipped settings file from presets/ (e.g. jtt-paper); "
         "--config and flags override it."),
     methods: str = typer.Option(
-        None, "--methods", "-m", help="Comma-separated methods (default: all)."
+        None, "--methods", "-m", help="Comma-separated methods, or 'all' (default: erm, "
+        "zeroshot, reweight, groupdro, jtt, dfr, sfr)."
     ),
     dataset: str = typer.Option("synthetic", "--dataset", "-d", help="Dataset plugin name."),
     trials: int = typer.Option(

@@ -65,6 +65,22 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+# `bench run` without --methods: the design card's comparison (SFR beside ERM, JTT, Group
+# DRO and DFR) and the two simplest baselines; `--methods all` runs every registered one.
+DEFAULT_METHODS = ("erm", "zeroshot", "reweight", "groupdro", "jtt", "dfr", "sfr")
+
+
+def method_names(requested: list[str] | None, registered: list[str]) -> list[str]:
+    """The methods a run covers: the default set, `all`, or the names given."""
+    if not requested:
+        return [m for m in DEFAULT_METHODS if m in registered]
+    if requested == ["all"]:
+        return list(registered)
+    if "all" in requested:
+        raise UserError("--methods all: give 'all' alone, or a list of method names")
+    return list(requested)
+
+
 def parse_params(items: list[str], entries: dict[str, MethodEntry]) -> dict[str, dict[str, Any]]:
     """--params METHOD.NAME=VALUE → {method: {name: value}}, checked against search spaces.
     `*.NAME=VALUE` sets NAME for every method in the run that has it (an error if none

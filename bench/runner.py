@@ -38,7 +38,7 @@ from bench.publish import row_tags
 from bench.redact import redact, remember
 from bench.references import ReferenceStore
 from bench.registry import MethodEntry
-from bench.run_config import RunConfig, parse_params, resolve_device
+from bench.run_config import RunConfig, method_names, parse_params, resolve_device
 from bench.run_dir import (
     claim,
     exclusive,
@@ -110,7 +110,7 @@ class Run:
         check_uri(cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
         registry.load_plugins(cfg.plugins)
         self.plugin = registry.get_dataset(cfg.dataset)
-        names = cfg.methods or list(registry.methods())
+        names = method_names(cfg.methods, list(registry.methods()))
         if len(set(names)) != len(names):
             raise UserError(f"--methods lists a method twice: {','.join(names)}")
         self.entries = {n: registry.get_method(n) for n in names}

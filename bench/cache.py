@@ -7,8 +7,12 @@ numbers: the dataset's fingerprint, the identity (size, mtime) of every item fil
 encoder id, its weights identity and its preprocessing. The text tower's outputs (class,
 attribute and "class with attribute" prompt embeddings) are stored beside the features;
 an entry whose manifest does not list its text arrays predates them and is rebuilt. A corrupt
-or stale entry is rebuilt with a warning, never trusted; a file lock makes two processes
+or stale entry is rebuilt with one warning, never trusted; a file lock makes two processes
 encoding the same dataset wait for one another instead of both writing.
+
+The cache folder also holds rendered embedded-dataset images (`datasets/`, verified by
+their own checksums) and MLflow's empty template store (`mlflow-empty-<version>.db`, see
+bench.tracking); `sweep` (`bench cache clear`) removes all three kinds.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ log = logging.getLogger("bench.cache")
 def cache_dir() -> Path:
     """Where spurbench keeps caches: $SPURBENCH_CACHE, else ~/.cache/spurbench."""
     env = os.environ.get("SPURBENCH_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "spurbench"
+    # "~/x" from a config file or quoted shell line is the home folder, not ./~/x
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "spurbench"
 
 
 def unusable(root: Path, exc: BaseException) -> str:

@@ -46,47 +46,75 @@ def _uri_label(uri: str) -> str:
     return f"--tracking-uri {redact(uri)}"
 
 
-def _proxied(url: str, host: str) -> bool:
-    """Whether requests would go through an HTTP proxy (then a direct probe proves nothing)."""
-    import urllib.request
+PROBE_PATH = "/api/2.0/mlflow/experiments/search"
 
-    scheme = url.partition("://")[0]
-    return scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(host)
+
+def _unreachable_reason(exc: Exception, timeout: float) -> str:
+    """A failed request in a few words (its own text is a paragraph of pool details)."""
+    text = str(exc)
+    if isinstance(exc, TimeoutError) or "timed out" in text or "Timeout" in text:
+        return f"no answer within {timeout:g} s"
+    if "NameResolution" in text or "Name or service not known" in text or "getaddrinfo" in text:
+        return "unknown host"
+    if "Connection refused" in text:
+        return "connection refused"
+    if "SSL" in text or "CERTIFICATE" in text:
+        return "TLS handshake failed"
+    return type(exc).__name__
+
+
+def _probe_get(uri: str, timeout: float) -> Any:
+    """One GET of PROBE_PATH, no retries, sent as MLflow sends its requests (credentials
+    in the URL or MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN, TLS settings)."""
+    try:
+        from mlflow.tracking._tracking_service.utils import get_default_host_creds
+        from mlflow.utils.rest_utils import http_request
+    except ImportError:  # another MLflow layout: a plain request
+        import requests
+
+        return requests.get(uri.rstrip("/") + PROBE_PATH, params={"max_results": 1},
+                            timeout=timeout)
+    return http_request(get_default_host_creds(uri), PROBE_PATH, "GET", max_retries=0,
+                        timeout=timeout, raise_on_status=False, retry_codes=frozenset(),
+                        params={"max_results": 1})
 
 
 def probe_server(uri: str, timeout: float = PROBE_TIMEOUT) -> None:
-    """Open (and close) a TCP connection to an http(s) tracking server within `timeout`.
+    """Ask an http(s) tracking server for one experiment, once, within `timeout` seconds.
 
     MLflow itself retries an unreachable server for minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES
-    with backoff) and then fails with a traceback; one short connection attempt before any
-    work turns a wrong address or a stopped server into one line.
+    with backoff) and then fails with a traceback; one short request before any work turns
+    a wrong address, a stopped server, something else on that port or refused credentials
+    into one line. A server error (5xx) is left to MLflow's retries: it may be passing.
     """
-    import socket
     from urllib.parse import urlsplit
 
-    parts = urlsplit(uri)
     try:
+        parts = urlsplit(uri)
         host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise UserError(f"{_uri_label(uri)}: the port is not a number in 0..65535") from None
     if not host:
         raise UserError(f"{_uri_label(uri)}: no host name; expected http(s)://HOST:PORT")
-    if _proxied(uri, host):
-        return
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        if isinstance(exc, TimeoutError):
-            reason = f"no answer within {timeout:g} s"
-        elif isinstance(exc, socket.gaierror):
-            reason = f"unknown host '{host}'"
-        else:
-            reason = exc.strerror or type(exc).__name__
+        answer = _probe_get(uri, timeout)
+    except Exception as exc:  # MlflowException around requests' errors, or those errors
         raise UserError(
-            f"{_uri_label(uri)}: cannot reach the MLflow server at {host}:{port} ({reason}); "
-            "start it (mlflow server --host HOST --port PORT) or fix the address"
+            f"{_uri_label(uri)}: cannot reach the MLflow server at {host}:{port} "
+            f"({_unreachable_reason(exc, timeout)}); start it (mlflow server --host HOST "
+            "--port PORT) or fix the address"
         ) from None
+    if answer.status_code in (401, 403):
+        raise UserError(
+            f"{_uri_label(uri)}: the MLflow server refused access (HTTP {answer.status_code}); "
+            "check the user name and password (in the URL, or MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD)"
+        )
+    if answer.status_code == 404:
+        raise UserError(
+            f"{_uri_label(uri)}: {host}:{port} answers, but not as an MLflow tracking server "
+            f"(HTTP 404 for {PROBE_PATH}); check the address, port and path"
+        )
 
 
 def check_uri(uri: str | None) -> None:

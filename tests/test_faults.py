@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import socket
 import sqlite3
 import sys
@@ -241,41 +242,82 @@ def test_unreachable_tracking_server_is_one_line_not_minutes_of_retries(tmp_path
     assert not (tmp_path / "run").exists()  # before any work
 
 
-def test_the_probe_gives_up_after_a_few_seconds(monkeypatch):
-    """A server that never answers (a dropped SYN): the probe's own timeout decides."""
-    asked = {}
+@pytest.fixture
+def sent(monkeypatch):
+    """Every HTTP request the probe sends (through MLflow's own session), answered by
+    `reply` (an exception to raise, or a status code); the requests' arguments."""
+    import requests
 
-    def silent(address, timeout=None):  # noqa: ANN001, ANN202
-        asked.update(address=address, timeout=timeout)
-        raise TimeoutError("timed out")
+    seen: list[dict] = []
+    reply: list = []
 
-    monkeypatch.setattr(socket, "create_connection", silent)
+    def request(self, method, url, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        seen.append({"method": method, "url": url, **kwargs})
+        if isinstance(reply[0], Exception):
+            raise reply[0]
+        answer = requests.Response()
+        answer.status_code = reply[0]
+        return answer
+
+    monkeypatch.setattr(requests.Session, "request", request)
+    return seen, reply
+
+
+def test_the_probe_gives_up_after_a_few_seconds_without_retries(sent):
+    """A server that never answers: the probe's own timeout decides, and it is one try."""
+    import requests
+
+    seen, reply = sent
+    reply.append(requests.ConnectTimeout("Connection to mlflow.example timed out"))
     with pytest.raises(UserError) as exc:
         tracking.check_uri("https://user:secret@mlflow.example:8443/")
-    assert asked == {"address": ("mlflow.example", 8443), "timeout": tracking.PROBE_TIMEOUT}
-    assert 0 < tracking.PROBE_TIMEOUT <= 10
+    (call,) = seen  # one request: no retries
+    assert call["url"].endswith(":8443" + tracking.PROBE_PATH)
+    assert call["timeout"] == tracking.PROBE_TIMEOUT and 0 < tracking.PROBE_TIMEOUT <= 10
     msg = str(exc.value)
-    assert "secret" not in msg and "no answer within 5 s" in msg and "\n" not in msg
+    assert "secret" not in msg and "\n" not in msg
+    assert "cannot reach the MLflow server at mlflow.example:8443 (no answer within 5 s)" in msg
 
 
-def test_the_probe_names_the_environment_variable_and_bad_hosts(monkeypatch):
-    def unknown(address, timeout=None):  # noqa: ANN001, ANN202  (no DNS lookup in a test)
-        raise socket.gaierror(-2, "Name or service not known")
+@pytest.mark.parametrize("status, says", [
+    (404, "127.0.0.1:5000 answers, but not as an MLflow tracking server (HTTP 404"),
+    (401, "the MLflow server refused access (HTTP 401); check the user name and password"),
+    (403, "refused access (HTTP 403)"),
+])
+def test_something_else_on_the_port_or_bad_credentials_is_one_line(sent, status, says):
+    seen, reply = sent
+    reply.append(status)
+    with pytest.raises(UserError, match=re.escape(says)):
+        tracking.check_uri("http://127.0.0.1:5000")
+    assert len(seen) == 1
 
-    monkeypatch.setattr(socket, "create_connection", unknown)
+
+def test_a_server_error_is_left_to_mlflows_retries(sent):
+    seen, reply = sent
+    reply.append(503)
+    tracking.check_uri("http://127.0.0.1:5000")
+    assert len(seen) == 1
+
+
+def test_the_probe_names_the_environment_variable_and_bad_hosts(sent, monkeypatch):
+    import requests
+
+    seen, reply = sent
+    reply.append(requests.ConnectionError("Failed to resolve 'no-such-host.invalid' "
+                                          "(NameResolutionError)"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://no-such-host.invalid:5000")
     with pytest.raises(UserError, match=r"^MLFLOW_TRACKING_URI=http://no-such-host.invalid:5000: "
-                       r"cannot reach .* \(unknown host 'no-such-host.invalid'\)"):
+                       r"cannot reach .* \(unknown host\)"):
         tracking.check_uri("http://no-such-host.invalid:5000")
     with pytest.raises(UserError, match="the port is not a number"):
         tracking.check_uri("http://127.0.0.1:http")
 
 
-def test_a_listening_server_passes_the_probe():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(1)
-        tracking.check_uri(f"http://127.0.0.1:{s.getsockname()[1]}")
+def test_a_real_mlflow_server_passes_the_probe():
+    from tuning_helpers import mlflow_server
+
+    tracking.check_uri(mlflow_server())
+    tracking.check_uri(mlflow_server() + "/")
 
 
 # -- heartbeat setting --------------------------------------------------------------
@@ -338,3 +380,9 @@ def test_download_that_left_nothing_is_one_line(fake_wilds, monkeypatch, capsys,
     assert err.startswith(f"error: download of 'civilcomments' into {tmp_path / 'data'} failed "
                           "(TypeError: Cannot setitem on a Categorical")
     assert "Traceback" not in err
+
+
+def test_cache_folder_with_a_tilde_is_the_home_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("SPURBENCH_CACHE", "~/spurbench-cache")
+    assert cache.cache_dir() == tmp_path / "spurbench-cache"

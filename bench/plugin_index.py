@@ -32,6 +32,7 @@ class MethodInfo:
     group_labels: frozenset[str]
     family: str
     engine: str
+    source: str = field(default="", compare=False)
 
 
 @dataclass
@@ -46,6 +47,7 @@ class DatasetInfo:
     evaluation_only: bool
     classes: str = ""
     groups: str = ""
+    source: str = field(default="", compare=False)
 
 
 @dataclass
@@ -195,6 +197,8 @@ def scan(folders: list[Path]) -> tuple[list[MethodInfo], list[DatasetInfo]] | No
                 m, d = scan_file(path)
             except (Unreadable, SyntaxError, OSError, KeyError):
                 return None
+            for info in [*m, *d]:
+                info.source = str(path)
             methods += m
             datasets += d
     return sorted(methods, key=lambda m: m.name), sorted(datasets, key=lambda d: d.name)
@@ -233,3 +237,36 @@ def listing(extra_dirs: list[Path] | None = None) -> tuple[list[MethodInfo], lis
         if found is not None:
             return found
     return _imported(extra)
+
+
+@dataclass
+class PluginFiles:
+    """Which file defines each plugin, so a run imports only the files it uses."""
+
+    methods: dict[str, Path]
+    datasets: dict[str, Path]
+
+
+def plugin_files(extra_dirs: list[Path] | None = None) -> PluginFiles | None:
+    """Name -> file for every plugin, or None when that cannot be known without importing
+    (entry-point plugins, a file the syntax tree cannot describe, a name defined twice:
+    importing everything then reports the duplicate)."""
+    from importlib.metadata import entry_points
+
+    from bench import registry
+
+    if list(entry_points(group=registry.ENTRY_POINT_GROUP)):
+        return None
+    folders = [*registry.builtin_plugin_dirs(), *[Path(d) for d in extra_dirs or []]]
+    if not all(Path(f).is_dir() for f in folders):
+        return None
+    found = scan(folders)
+    if found is None:
+        return None
+    methods, datasets = found
+    for infos in (methods, datasets):
+        names = [i.name for i in infos]
+        if len(set(names)) != len(names):
+            return None
+    return PluginFiles({m.name: Path(m.source) for m in methods},
+                       {d.name: Path(d.source) for d in datasets})

@@ -153,6 +153,12 @@ def load_plugins(extra_dirs: list[Path] | tuple[Path, ...] = ()) -> None:
         load_dir(Path(folder))
 
 
+def load_files(paths: list[Path]) -> None:
+    """Load these plugin files only (see bench.plugin_index.plugin_files)."""
+    for path in paths:
+        _load_file(Path(path))
+
+
 def methods() -> dict[str, MethodEntry]:
     return dict(sorted(_METHODS.items()))
 

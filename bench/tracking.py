@@ -349,6 +349,15 @@ class Tracker:
         if value == value:  # drop NaN
             self.client.log_metric(run_id, metric_key(key), float(value), step=step)
 
+    def metrics_by_step(self, run_id: str, key: str, values: list[tuple[int, float]]) -> None:
+        """One metric's values at several steps, in one write (NaN dropped)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(metric_key(key), float(v), now, step) for step, v in values if v == v]
+        if metrics:
+            self.client.log_batch(run_id, metrics=metrics)
+
     def log(
         self,
         run_id: str,

@@ -31,7 +31,6 @@ from bench.method import Method
 from bench.predictor import Predictor
 from bench.space import suggest_all
 from bench.space import tunable as tunable_params
-from bench.tracking import metric_key
 from bench.tuning import (
     INTERRUPTED,
     SURPLUS,
@@ -78,11 +77,7 @@ class Prefit:
             return None
         result, scores = item
         if log_to is not None and scores:  # one MLflow write for all epochs
-            from mlflow.entities import Metric
-
-            key, now = metric_key(f"epoch_val_{self.metric}"), int(time.time() * 1000)
-            log_to[0].client.log_batch(log_to[1], metrics=[
-                Metric(key, float(v), now, epoch) for epoch, v in scores if v == v])
+            log_to[0].metrics_by_step(log_to[1], f"epoch_val_{self.metric}", scores)
         if isinstance(result, BaseException):
             raise result
         return result

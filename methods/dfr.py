@@ -22,13 +22,16 @@ with w_k, b_k averaged over the retrains.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import sklearn
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.multiclass import OneVsRestClassifier
 
 import bench
+
+if TYPE_CHECKING:  # scikit-learn (~1 s to import) loads when DFR first fits
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
 
 C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
 N_RETRAINS = 20
@@ -45,6 +48,9 @@ def balanced_indices(g: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def l1_logistic(c: float, seed: int) -> LogisticRegression:
     """Binary L1-penalised logistic regression with liblinear (the paper's model);
     scikit-learn 1.8 renamed penalty="l1" to l1_ratio=1."""
+    import sklearn
+    from sklearn.linear_model import LogisticRegression
+
     major, minor = (int(v) for v in sklearn.__version__.split(".")[:2])
     penalty = {"l1_ratio": 1.0} if (major, minor) >= (1, 8) else {"penalty": "l1"}
     return LogisticRegression(C=c, solver="liblinear", random_state=seed, **penalty)
@@ -54,6 +60,8 @@ def fit_lr(
     x: np.ndarray, y: np.ndarray, c: float, seed: int
 ) -> LogisticRegression | OneVsRestClassifier:
     """One fit: the binary model, or one-vs-rest over it for three or more classes."""
+    from sklearn.multiclass import OneVsRestClassifier
+
     if len(np.unique(y)) > 2:
         return OneVsRestClassifier(l1_logistic(c, seed)).fit(x, y)
     return l1_logistic(c, seed).fit(x, y)
@@ -63,7 +71,7 @@ def coefficients(
     model: LogisticRegression | OneVsRestClassifier,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(coef [K, D], intercept [K]): one row for a binary model, one per class for OvR."""
-    if isinstance(model, OneVsRestClassifier):
+    if hasattr(model, "estimators_"):  # OneVsRestClassifier
         coef = np.vstack([e.coef_ for e in model.estimators_])
         intercept = np.concatenate([np.ravel(e.intercept_) for e in model.estimators_])
         return coef, intercept

@@ -35,7 +35,7 @@ _ACTIVE: set[tuple[str, int]] = set()  # (study name, trial number) of trials ru
 
 def interval() -> float:
     """Seconds between heartbeats (SPURBENCH_HEARTBEAT, default 30); a bad value is a
-    UserError. bench.tracking.check_uri calls this before a run does any work, so the
+    UserError. A run (bench.runner.Run) calls this before it does any work, so the
     mistake is one line at the start, not a traceback from a thread mid-sweep."""
     raw = os.environ.get("SPURBENCH_HEARTBEAT", "30")
     try:

@@ -107,6 +107,7 @@ class Run:
         self.console = console
         remember(cfg.storage)
         remember(cfg.tracking_uri)
+        heartbeat.interval()  # SPURBENCH_HEARTBEAT is read once trials run: check it now
         check_uri(cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
         names = self._load_plugins(cfg)
         self.plugin = registry.get_dataset(cfg.dataset)

@@ -121,13 +121,7 @@ def check_uri(uri: str | None) -> None:
     """Refuse a tracking URI MLflow cannot use before any work starts: a path, or one of
     SCHEMES (mlflow's own error is a traceback after the run has begun), and an http(s)
     server that cannot be reached (mlflow would retry it for minutes).
-
-    Also checks SPURBENCH_HEARTBEAT, read only once trials run: the runner calls this
-    first thing, so a bad value fails here, before any data is loaded or encoded.
     """
-    from bench import heartbeat
-
-    heartbeat.interval()
     if not uri:
         return
     scheme = uri.partition("://")[0] if "://" in uri else ""

@@ -77,7 +77,8 @@ def test_entry_point_plugins_are_discovered(tmp_path):
 
 def test_all_methods_in_one_leaderboard(tmp_path):
     r = bench_cli(
-        "run", "--trials", "1", "--seeds", "1", "--no-progress", "--runs-dir", str(tmp_path), *SMALL
+        "run", "--methods", "all", "--trials", "1", "--seeds", "1", "--no-progress", "--runs-dir",
+        str(tmp_path), *SMALL,
     )
     assert r.returncode == 0, r.stderr
     md = (tmp_path / "latest" / "leaderboard.md").read_text()

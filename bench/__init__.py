@@ -10,53 +10,53 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from bench import _openmp  # noqa: F401  (first: before anything imports torch)
+from bench import _openmp  # noqa: F401  (first: before anything imports torch
 
-# Eager and light: `bench.method` and `bench.dataset` are both submodules and the
+# Eager and light: `bench.plugins.method` and `bench.data.dataset` are both submodules and the
 # registering decorators; importing the registry first loads the submodules, then these
 # names are rebound to the decorators, as plugins expect.
-from bench.dataset import Dataset, DatasetOptions
+from bench.data.dataset import Dataset, DatasetOptions
 from bench.errors import UserError
-from bench.method import Context, Method
-from bench.registry import dataset, method, variant
-from bench.space import Choice, Float, Int, training_space
+from bench.plugins.method import Context, Method
+from bench.plugins.registry import dataset, method, variant
+from bench.tuning.space import Choice, Float, Int, training_space
 
 __version__ = "0.1.0"
 
 # public name -> (module, attribute), loaded on first access
 _LAZY: dict[str, tuple[str, str]] = {
-    "BatchRule": ("bench.train_config", "BatchRule"),
-    "DatasetSpec": ("bench.spec", "DatasetSpec"),
-    "EvalGroups": ("bench.spec", "EvalGroups"),
-    "FeatureDropout": ("bench.heads", "FeatureDropout"),
-    "FeatureSplit": ("bench.store", "FeatureSplit"),
-    "FeatureStore": ("bench.store", "FeatureStore"),
-    "GroupDRORule": ("bench.group_dro_rule", "GroupDRORule"),
-    "HeadFactory": ("bench.heads", "HeadFactory"),
-    "Hooks": ("bench.train_config", "Hooks"),
-    "LinearHead": ("bench.heads", "LinearHead"),
-    "Metrics": ("bench.metrics", "Metrics"),
-    "NonFiniteLoss": ("bench.train_config", "NonFiniteLoss"),
-    "Predictor": ("bench.predictor", "Predictor"),
-    "PromptHead": ("bench.heads", "PromptHead"),
-    "Sampler": ("bench.samplers", "Sampler"),
-    "Stage": ("bench.stages", "Stage"),
-    "TrainConfig": ("bench.train_config", "TrainConfig"),
-    "Trainer": ("bench.trainer", "Trainer"),
-    "compute_metrics": ("bench.metrics", "compute"),
-    "group_balanced_weights": ("bench.samplers", "group_balanced_weights"),
+    "BatchRule": ("bench.engine.config", "BatchRule"),
+    "DatasetSpec": ("bench.data.spec", "DatasetSpec"),
+    "EvalGroups": ("bench.data.spec", "EvalGroups"),
+    "FeatureDropout": ("bench.engine.heads", "FeatureDropout"),
+    "FeatureSplit": ("bench.data.store", "FeatureSplit"),
+    "FeatureStore": ("bench.data.store", "FeatureStore"),
+    "GroupDRORule": ("bench.engine.group_dro_rule", "GroupDRORule"),
+    "HeadFactory": ("bench.engine.heads", "HeadFactory"),
+    "Hooks": ("bench.engine.config", "Hooks"),
+    "LinearHead": ("bench.engine.heads", "LinearHead"),
+    "Metrics": ("bench.report.metrics", "Metrics"),
+    "NonFiniteLoss": ("bench.engine.config", "NonFiniteLoss"),
+    "Predictor": ("bench.engine.predictor", "Predictor"),
+    "PromptHead": ("bench.engine.heads", "PromptHead"),
+    "Sampler": ("bench.engine.samplers", "Sampler"),
+    "Stage": ("bench.engine.stages", "Stage"),
+    "TrainConfig": ("bench.engine.config", "TrainConfig"),
+    "Trainer": ("bench.engine.trainer", "Trainer"),
+    "compute_metrics": ("bench.report.metrics", "compute"),
+    "group_balanced_weights": ("bench.engine.samplers", "group_balanced_weights"),
     # dataset formats and the cache folder (dataset plugins)
-    "cache_dir": ("bench.cache", "cache_dir"),
-    "check_image_files": ("bench.formats", "check_image_files"),
-    "data_base": ("bench.formats", "data_base"),
-    "find_data_dir": ("bench.formats", "find_data_dir"),
-    "int_column": ("bench.formats", "int_column"),
-    "read_csv_table": ("bench.formats", "read_csv_table"),
-    "spec_from_source": ("bench.formats", "spec_from_source"),
-    "split_column": ("bench.formats", "split_column"),
-    "wilds_download": ("bench.formats", "wilds_download"),
+    "cache_dir": ("bench.data.cache", "cache_dir"),
+    "check_image_files": ("bench.data.formats", "check_image_files"),
+    "data_base": ("bench.data.formats", "data_base"),
+    "find_data_dir": ("bench.data.formats", "find_data_dir"),
+    "int_column": ("bench.data.formats", "int_column"),
+    "read_csv_table": ("bench.data.formats", "read_csv_table"),
+    "spec_from_source": ("bench.data.formats", "spec_from_source"),
+    "split_column": ("bench.data.formats", "split_column"),
+    "wilds_download": ("bench.data.formats", "wilds_download"),
     # many configurations in one pass
-    "fit_batched": ("bench.batched", "fit_batched"),
+    "fit_batched": ("bench.engine.batched", "fit_batched"),
 }
 
 __all__ = [
@@ -85,9 +85,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the lazy names, spelled out
-    from bench.batched import fit_batched
-    from bench.cache import cache_dir
-    from bench.formats import (
+    from bench.data.cache import cache_dir
+    from bench.data.formats import (
         check_image_files,
         data_base,
         find_data_dir,
@@ -97,14 +96,15 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the lazy names, spelled out
         split_column,
         wilds_download,
     )
-    from bench.group_dro_rule import GroupDRORule
-    from bench.heads import FeatureDropout, HeadFactory, LinearHead, PromptHead
-    from bench.metrics import Metrics
-    from bench.metrics import compute as compute_metrics
-    from bench.predictor import Predictor
-    from bench.samplers import Sampler, group_balanced_weights
-    from bench.spec import DatasetSpec, EvalGroups
-    from bench.stages import Stage
-    from bench.store import FeatureSplit, FeatureStore
-    from bench.train_config import BatchRule, Hooks, NonFiniteLoss, TrainConfig
-    from bench.trainer import Trainer
+    from bench.data.spec import DatasetSpec, EvalGroups
+    from bench.data.store import FeatureSplit, FeatureStore
+    from bench.engine.batched import fit_batched
+    from bench.engine.config import BatchRule, Hooks, NonFiniteLoss, TrainConfig
+    from bench.engine.group_dro_rule import GroupDRORule
+    from bench.engine.heads import FeatureDropout, HeadFactory, LinearHead, PromptHead
+    from bench.engine.predictor import Predictor
+    from bench.engine.samplers import Sampler, group_balanced_weights
+    from bench.engine.stages import Stage
+    from bench.engine.trainer import Trainer
+    from bench.report.metrics import Metrics
+    from bench.report.metrics import compute as compute_metrics

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench import registry
-from bench.dataset import DatasetOptions
-from bench.method import FAMILIES
-from bench.space import Choice, Float, Int, violations
-from bench.store import LabelWithheld
+from bench.data.dataset import DatasetOptions
+from bench.data.store import LabelWithheld
+from bench.plugins import registry
+from bench.plugins.method import FAMILIES
+from bench.tuning.space import Choice, Float, Int, violations
 
 SHORT_EPOCHS = 3  # training in the kit is short: it checks contracts, not accuracy
 
@@ -105,7 +105,7 @@ def _short(params: dict[str, Any], space: dict) -> dict[str, Any]:
 def check_method(name: str, plugins: list[Path] | None = None, n_classes: tuple[int, ...] = (2, 3),
                  workdir: Path | None = None) -> None:
     """Run every check on `name` (see the module docstring); AssertionError says which."""
-    from bench.runner import Run, RunConfig
+    from bench.run.runner import Run, RunConfig
 
     registry.load_plugins(list(plugins or []))
     check_space(name)

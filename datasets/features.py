@@ -89,6 +89,7 @@ def _parquet(path: Path) -> tuple[pl.DataFrame, np.ndarray]:
 class Features(bench.Dataset):
     name = "features"
     description = "Your own embeddings: an .npz or parquet file with x, y, a, split"
+    modality = "features"
     download_hint = "bring your own: --dataset-opt path=FILE.npz|.parquet (see docs/datasets.md)"
     options_help = (
         "path=FILE, classes=A,B, attributes=A,B, class_text=FILE.npy, attr_text=FILE.npy, "

@@ -53,6 +53,10 @@ def normal_cdf(z: float) -> float:
 class Synthetic(bench.Dataset):
     name = "synthetic"
     description = "Gaussian CLIP-space features, Waterbirds' group sizes, known Bayes ceiling"
+    modality = "features"
+    paper = "synthetic Gaussian features (spurbench), Waterbirds' group sizes"
+    classes = "2 (landbird, waterbird)"
+    groups = "4 (bird × place)"
     embedded = True
     options_help = (
         "n_train (4795), n_val (1200), n_test (4800), dim (64), core (1.2), spurious (2.5), "

@@ -26,8 +26,8 @@ else
   PYTHON=${PYTHON:-python3}
 fi
 
-datasets=$("$PYTHON" -c 'from bench.publish import embedded_datasets; print(" ".join(embedded_datasets()))')
-methods=$("$PYTHON" -c 'from bench.publish import builtin_methods; print(",".join(builtin_methods()))')
+datasets=$("$PYTHON" -c 'from bench.report.publish import embedded_datasets; print(" ".join(embedded_datasets()))')
+methods=$("$PYTHON" -c 'from bench.report.publish import builtin_methods; print(",".join(builtin_methods()))')
 if [ -z "$datasets" ] || [ -z "$methods" ]; then
   echo "error: no embedded datasets or no built-in methods found" >&2
   exit 2

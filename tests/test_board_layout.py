@@ -10,9 +10,9 @@ import pytest
 from matplotlib.text import Text
 from rich.console import Console
 
-from bench.leaderboard import print_board
-from bench.plots import wga_figure
-from bench.runner import RunConfig, run
+from bench.report.leaderboard import print_board
+from bench.report.plots import wga_figure
+from bench.run.runner import RunConfig, run
 
 SMALL = {"n_train": "300", "n_val": "150", "n_test": "150"}
 

@@ -15,10 +15,10 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from bench.cache import Entry, cached_encode, list_entries
 from bench.cli import app
-from bench.encoders import Encoded, Encoder
-from bench.spec import DatasetSpec
+from bench.data.cache import Entry, cached_encode, list_entries
+from bench.data.spec import DatasetSpec
+from bench.encoders.factory import Encoded, Encoder
 
 
 class CountingEncoder(Encoder):
@@ -100,7 +100,7 @@ def test_corrupt_entry_is_rebuilt_with_a_warning(setup, caplog, damage):
         entry.manifest.unlink()
     else:
         entry.manifest.write_text("{not json")
-    with caplog.at_level(logging.WARNING, logger="bench.cache"):
+    with caplog.at_level(logging.WARNING, logger="bench.data.cache"):
         rebuilt = cached_encode(spec, enc, cache)
     assert enc.calls == 2
     assert rebuilt.features.shape == (6, 3)
@@ -135,9 +135,9 @@ WORKER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     import numpy as np, polars as pl
-    from bench.cache import cached_encode
-    from bench.encoders import Encoded, Encoder
-    from bench.spec import DatasetSpec
+    from bench.data.cache import cached_encode
+    from bench.encoders.factory import Encoded, Encoder
+    from bench.data.spec import DatasetSpec
 
     cache, counter, ready = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 

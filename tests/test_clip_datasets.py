@@ -15,9 +15,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from bench import registry
-from bench.dataset import DatasetOptions
+from bench.data.dataset import DatasetOptions
 from bench.errors import UserError
+from bench.plugins import registry
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _plugins():

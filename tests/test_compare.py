@@ -17,11 +17,11 @@ import pytest
 from scipy import stats
 from typer.testing import CliRunner
 
-from bench import results
 from bench.cli import app
-from bench.compare import EXIT_INCONCLUSIVE, compare, mde, paired, verdict_of, welch
 from bench.errors import UserError
-from bench.publish import publish
+from bench.report import results
+from bench.report.compare import EXIT_INCONCLUSIVE, compare, mde, paired, verdict_of, welch
+from bench.report.publish import publish
 
 # A method plugin written like a third party's: it imports only `bench`. The broken
 # variant has a realistic bug: it trains on the spurious attribute instead of the label.
@@ -89,7 +89,7 @@ def runs(tmp_path_factory):
 
 
 def test_seed_offset_is_part_of_the_run(runs):
-    from bench.runner import RunConfig
+    from bench.run.runner import RunConfig
 
     seeds = pl.read_parquet(runs["reseeded"] / "results.parquet")["seed"].sort().to_list()
     assert seeds == [3, 4, 5]

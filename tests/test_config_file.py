@@ -8,9 +8,10 @@ import polars as pl
 import pytest
 from conftest import bench_cli
 
-from bench import config_file, registry
 from bench.errors import UserError
-from bench.run_config import parse_params
+from bench.plugins import registry
+from bench.run import config_file
+from bench.run.config import parse_params
 
 registry.load_plugins()
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench import registry
-from bench.publish import embedded_datasets
+from bench.plugins import registry
+from bench.report.publish import embedded_datasets
 from bench.testing import check_dataset, check_method
 
 registry.load_plugins()

@@ -1,4 +1,4 @@
-"""bench.cpu_workers: contiguous splits, ordered results, one intra-op thread per worker."""
+"""bench.engine.cpu_workers: contiguous splits, ordered results, one intra-op thread per worker."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from bench.cpu_workers import cpu_workers, parallel_map, split
+from bench.engine.cpu_workers import cpu_workers, parallel_map, split
 
 
 @pytest.mark.parametrize("n,parts", [(10, 3), (3, 5), (7, 1), (8, 4), (0, 2)])

@@ -16,7 +16,7 @@ TINY = "openclip:spurbench-tiny:none"
 def bench_main(monkeypatch, capsys, tmp_path):
     """Run the real entry point (bench.cli.main) in-process; return (exit code, stderr)."""
     from bench.cli import main
-    from bench.features import clear_memo
+    from bench.data.features import clear_memo
 
     monkeypatch.setenv("SPURBENCH_CACHE", str(tmp_path / "cache"))
 
@@ -216,7 +216,7 @@ def test_a_single_class_dataset_is_refused(bench_main, tmp_path):
 
 
 def test_a_group_absent_from_test_is_named_in_a_warning(tmp_path, caplog):
-    from bench.runner import Run, RunConfig
+    from bench.run.runner import Run, RunConfig
 
     path = _features(tmp_path / "gap.npz", drop_test_group=True)
     with caplog.at_level("WARNING", logger="bench.run"):

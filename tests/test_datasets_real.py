@@ -14,8 +14,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bench import registry
-from bench.dataset import DatasetOptions
+from bench.data.dataset import DatasetOptions
+from bench.plugins import registry
 
 TINY = "openclip:spurbench-tiny:none"
 
@@ -190,9 +190,9 @@ def test_waterbirds_end_to_end_through_encoder_and_cache(
     reads the cache (no encoder call); a truncated cache file is detected and rebuilt.
     (--trials 0 and 5 epochs: this checks the data path, not tuning, and stays fast.)"""
     from bench.cli import app
-    from bench.features import clear_memo
-    from bench.openclip_encoder import OpenClipEncoder
-    from bench.runner import Run, RunConfig
+    from bench.data.features import clear_memo
+    from bench.encoders.openclip import OpenClipEncoder
+    from bench.run.runner import Run, RunConfig
 
     data = tmp_path / "data"
     ff.write_waterbirds(data)
@@ -241,7 +241,7 @@ def test_waterbirds_end_to_end_through_encoder_and_cache(
     clear_memo()
     cfg = RunConfig(dataset="waterbirds", data_root=data, encoder=TINY, methods=["erm"],
                     device="cpu", progress=False, out=tmp_path / "run3")
-    with caplog.at_level(logging.WARNING, logger="bench.cache"):
+    with caplog.at_level(logging.WARNING, logger="bench.data.cache"):
         rebuilt = Run(cfg).store
     assert len(calls) == 2 and "corrupt or stale" in caplog.text
     x = torch.cat([rebuilt.splits[s].x for s in ("train", "val", "test")]).numpy()
@@ -252,8 +252,8 @@ def test_waterbirds_end_to_end_through_encoder_and_cache(
 
 def test_civilcomments_text_path_keeps_sixteen_groups_in_the_store(tmp_path, monkeypatch):
     """Texts go through the text tower; the overlapping groups reach the device store."""
-    from bench.features import clear_memo
-    from bench.runner import Run, RunConfig
+    from bench.data.features import clear_memo
+    from bench.run.runner import Run, RunConfig
 
     ff.write_civilcomments(tmp_path / "data")
     monkeypatch.setenv("SPURBENCH_CACHE", str(tmp_path / "cache"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bench.plugin_index import listing
+from bench.plugins.index import listing
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "methods"
 VARIANT_BASES = {"sfr-cfr", "sfr-groupweights", "sfr-nodropout", "sfr-noweights"}

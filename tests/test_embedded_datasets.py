@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from bench import registry
-from bench.dataset import DatasetOptions
+from bench.data.dataset import DatasetOptions
 from bench.errors import UserError
+from bench.plugins import registry
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -45,7 +45,7 @@ def load(name: str, **extra: str):
 
 def run_bench(tmp_path, tmp_path_factory, *args: str):  # noqa: ANN001, ANN202
     from bench.cli import app
-    from bench.features import clear_memo
+    from bench.data.features import clear_memo
 
     clear_memo()
     uri = f"sqlite:///{tmp_path_factory.getbasetemp() / 'shared-mlflow.db'}"

@@ -9,7 +9,7 @@ import fixtures_clip_datasets as fc
 import polars as pl
 import pytest
 
-from bench.runner import RunConfig, run
+from bench.run.runner import RunConfig, run
 
 TINY = "openclip:spurbench-tiny:none"
 

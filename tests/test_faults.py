@@ -22,9 +22,11 @@ from conftest import bench_cli
 from test_cache import CountingEncoder, image_spec
 from typer.testing import CliRunner
 
-from bench import cache, registry, tracking
-from bench.dataset import DatasetOptions
+from bench.data import cache
+from bench.data.dataset import DatasetOptions
 from bench.errors import UserError
+from bench.plugins import registry
+from bench.run import tracking
 
 QUICK = ["--methods", "erm", "--trials", "0", "--seeds", "1", "--no-progress",
          "--dataset", "synthetic", "--device", "cpu"]
@@ -101,10 +103,10 @@ def test_damaged_template_is_found_and_rebuilt_with_one_warning(template_cache, 
     if not checksum:
         template_cache.with_name(template_cache.name + ".sha256").unlink(missing_ok=True)
     assert says in (tracking.template_problem(template_cache) or "")
-    with caplog.at_level(logging.WARNING, logger="bench.tracking"):
+    with caplog.at_level(logging.WARNING, logger="bench.run.tracking"):
         db = template_cache.parent.parent / "run" / "mlflow.db"
         tracking.Tracker(f"sqlite:///{db}", "spurbench/faults")
-    warnings = [r.getMessage() for r in caplog.records if r.name == "bench.tracking"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "bench.run.tracking"]
     assert len(warnings) == 1, warnings
     assert str(template_cache) in warnings[0] and "rebuilding it" in warnings[0]
     assert says in warnings[0]
@@ -127,10 +129,10 @@ def test_an_unusable_cache_folder_warns_once_and_the_run_works(tmp_path, monkeyp
     not_a_folder = tmp_path / "cache-file"
     not_a_folder.write_text("a file where the cache folder should be")
     monkeypatch.setenv("SPURBENCH_CACHE", str(not_a_folder))
-    with caplog.at_level(logging.WARNING, logger="bench.tracking"):
+    with caplog.at_level(logging.WARNING, logger="bench.run.tracking"):
         for i in range(2):  # two stores in one process: one warning
             tracking.Tracker(f"sqlite:///{tmp_path / f'run{i}' / 'mlflow.db'}", "spurbench/x")
-    warnings = [r.getMessage() for r in caplog.records if r.name == "bench.tracking"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "bench.run.tracking"]
     assert len(warnings) == 1, warnings
     assert f"{not_a_folder} is a file, not a folder" in warnings[0]
     assert (tmp_path / "run1" / "mlflow.db").is_file()  # MLflow made it itself
@@ -220,9 +222,9 @@ def test_corrupt_feature_entry_warns_once_not_once_per_look(tmp_path, caplog):
     cache.cached_encode(spec, enc, root)
     ((entry, _),) = cache.list_entries(root)
     entry.data.write_bytes(b"garbage")
-    with caplog.at_level(logging.WARNING, logger="bench.cache"):
+    with caplog.at_level(logging.WARNING, logger="bench.data.cache"):
         cache.cached_encode(spec, enc, root)
-    warnings = [r.getMessage() for r in caplog.records if r.name == "bench.cache"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "bench.data.cache"]
     assert len(warnings) == 1 and "corrupt or stale" in warnings[0], warnings
     assert enc.calls == 2
 
@@ -323,7 +325,7 @@ def test_a_real_mlflow_server_passes_the_probe():
 # -- heartbeat setting --------------------------------------------------------------
 def test_bad_heartbeat_never_reaches_the_heartbeat_thread(monkeypatch):
     """Even a caller that skipped the start check gets the error in its own thread."""
-    from bench import heartbeat
+    from bench.tuning import heartbeat
 
     monkeypatch.setenv("SPURBENCH_HEARTBEAT", "abc")
     with pytest.raises(UserError, match="SPURBENCH_HEARTBEAT=abc"):

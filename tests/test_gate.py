@@ -12,12 +12,21 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bench import registry
 from bench.cli import app
-from bench.compare import t_quantile, verdict_of
 from bench.errors import UserError
-from bench.gate import Design, GateConfig, design, gate, look, parse_arm, schedule, sequential
-from bench.runner import Run
+from bench.plugins import registry
+from bench.report.compare import t_quantile, verdict_of
+from bench.report.gate import (
+    Design,
+    GateConfig,
+    design,
+    gate,
+    look,
+    parse_arm,
+    schedule,
+    sequential,
+)
+from bench.run.runner import Run
 
 # -- the stopping rule, by simulation ----------------------------------------------------------
 ALPHA, TOL, SIGMA, SIMS = 0.05, 1.0, 3.6, 2000
@@ -175,7 +184,7 @@ def test_renamed_variant_is_paired_seed_for_seed(ablation, tmp_path):
 
 
 def test_gate_rows_feed_compare(ablation):
-    from bench.compare import compare
+    from bench.report.compare import compare
 
     tmp, _ = ablation
     cmp = compare(tmp / "ablation" / "old", tmp / "ablation" / "new")

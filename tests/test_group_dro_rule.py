@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.group_dro_rule import GroupDRORule
+from bench.engine.group_dro_rule import GroupDRORule
 
 
 def test_numpy_update_equals_torch_update():

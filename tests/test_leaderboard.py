@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from bench.cli import app
 from bench.errors import UserError
-from bench.leaderboard import rows_from_json, summarize
-from bench.publish import publish, rows_from_mlflow, split_boards, stem_for
-from bench.runner import RunConfig, run
+from bench.report.leaderboard import rows_from_json, summarize
+from bench.report.publish import publish, rows_from_mlflow, split_boards, stem_for
+from bench.run.runner import RunConfig, run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 METRICS = ("wga", "avg", "adj_avg", "worst_class")
@@ -215,7 +215,7 @@ def test_failed_and_skipped_methods_are_listed_not_ranked(small_run):
 
 
 def test_mlflow_row_tag_fits_even_a_long_reason(small_run):
-    from bench.publish import ROW_TAG, row_tags
+    from bench.report.publish import ROW_TAG, row_tags
 
     _, table, _ = small_run
     row = {**table.row(0, named=True), "status": "failed", "reason": "x" * 20000}
@@ -227,8 +227,8 @@ def test_mlflow_drops_failures_a_resume_redid(small_run, tmp_path):
     """A seed that failed and was redone on resume: one ok row, as in results.parquet."""
     import shutil
 
-    from bench.publish import ROW_TAG, row_tags
-    from bench.tracking import Tracker
+    from bench.report.publish import ROW_TAG, row_tags
+    from bench.run.tracking import Tracker
 
     run_dir, table, _ = small_run
     shutil.copy(run_dir / "mlflow.db", tmp_path / "mlflow.db")

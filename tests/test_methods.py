@@ -16,9 +16,9 @@ import torch
 from conftest import default_params, dfr_standardised
 
 import bench
-from bench import registry
 from bench.errors import UserError
-from bench.runner import Run, RunConfig
+from bench.plugins import registry
+from bench.run.runner import Run, RunConfig
 
 ROBUST = ["groupdro", "reweight", "subsample", "jtt", "dfr", "sfr"]
 SEEDS = (0, 1)

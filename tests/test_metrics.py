@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bench.metrics import compute
+from bench.report.metrics import compute
 
 
 def masks_from_groups(g, n):

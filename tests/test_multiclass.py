@@ -19,8 +19,8 @@ import torch
 from conftest import default_params, dfr_standardised
 from sklearn.multiclass import OneVsRestClassifier
 
-from bench import registry
-from bench.runner import Run, RunConfig
+from bench.plugins import registry
+from bench.run.runner import Run, RunConfig
 
 registry.load_plugins()
 METHODS = sorted(registry.methods())

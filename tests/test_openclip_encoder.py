@@ -7,10 +7,10 @@ import polars as pl
 import pytest
 import torch
 
-from bench.encoders import default_encoder_for, get_encoder
+from bench.data.spec import DatasetSpec
+from bench.encoders.factory import default_encoder_for, get_encoder
+from bench.encoders.openclip import TINY_MODEL, OpenClipEncoder
 from bench.errors import UserError
-from bench.openclip_encoder import TINY_MODEL, OpenClipEncoder
-from bench.spec import DatasetSpec
 
 TINY = f"openclip:{TINY_MODEL}:none"
 
@@ -58,7 +58,7 @@ def test_bad_encoder_ids(bad, message):
 def test_missing_weights_offline_says_to_pass_a_checkpoint(monkeypatch, tmp_path):
     import huggingface_hub.constants
 
-    import bench.openclip_encoder as oc
+    import bench.encoders.openclip as oc
 
     monkeypatch.setattr(oc, "_hub_reachable", lambda timeout=3.0: False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # empty cache

@@ -7,7 +7,7 @@ import io
 from conftest import bench_cli
 from rich.console import Console
 
-from bench.progress import LineProgress, make_progress
+from bench.run.progress import LineProgress, make_progress
 
 
 def test_off_terminal_progress_is_one_line_per_unit_with_eta():

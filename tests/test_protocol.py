@@ -17,13 +17,13 @@ import torch
 from conftest import SMALL, bench_cli
 from optuna.trial import TrialState
 
-from bench import registry
+from bench.data.store import LabelWithheld
 from bench.errors import UserError
-from bench.runner import Run, RunConfig, run
-from bench.seeding import TUNING_SEED_BASE
-from bench.space import Int, suggest_all, violations
-from bench.store import LabelWithheld
-from bench.tuning import DEFAULTS, TrialSeededTPE, open_study, startup_trials, tune
+from bench.plugins import registry
+from bench.run.runner import Run, RunConfig, run
+from bench.tuning.seeding import TUNING_SEED_BASE
+from bench.tuning.space import Int, suggest_all, violations
+from bench.tuning.study import DEFAULTS, TrialSeededTPE, open_study, startup_trials, tune
 
 OPTS = {"n_train": "800", "n_val": "300", "n_test": "400"}
 FAST = ["erm.epochs=5", "reweight.epochs=5"]
@@ -207,7 +207,7 @@ def test_a_declared_method_reads_its_labels_and_nothing_else(tmp_path):
 
 
 def test_label_free_selection_sees_no_validation_group_labels(tmp_path, monkeypatch):
-    from bench import metrics
+    from bench.report import metrics
 
     seen = []
     original = metrics.evaluate
@@ -216,7 +216,7 @@ def test_label_free_selection_sees_no_validation_group_labels(tmp_path, monkeypa
         seen.append(split.has_group_labels)
         return original(predictor, split, store)
 
-    monkeypatch.setattr("bench.runner.evaluate", spy)
+    monkeypatch.setattr("bench.run.runner.evaluate", spy)
     r = Run(small(tmp_path, "wc", methods=["erm"], selection="worst-class"))
     score = r.selection_score(r.fit(registry.get_method("erm"), {"epochs": 2}, 0))
     assert seen == [False] and 0 < score <= 1
@@ -284,7 +284,7 @@ def test_exit_status_1_when_every_method_failed(tmp_path, tmp_path_factory):
     ("erm.lr=-5", ">= 0"), ("erm.weight_decay=-1", ">= 0"), ("erm.epochs=0", ">= 1"),
 ])
 def test_fixed_values_outside_their_domain_are_refused(param, why):
-    from bench.run_config import parse_params
+    from bench.run.config import parse_params
 
     registry.load_plugins()
     with pytest.raises(UserError, match=why):

@@ -11,8 +11,8 @@ import pytest
 from conftest import bench_cli
 
 from bench.errors import UserError
-from bench.publish import publish
-from bench.runner import RunConfig, run
+from bench.report.publish import publish
+from bench.run.runner import RunConfig, run
 
 SMALL = {"n_train": "300", "n_val": "150", "n_test": "150"}
 

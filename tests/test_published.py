@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import registry
-from bench.dataset import DatasetOptions
-from bench.encoders import default_encoder_for
-from bench.publish import builtin_methods, embedded_datasets, stem_for
+from bench.data.dataset import DatasetOptions
+from bench.encoders.factory import default_encoder_for
+from bench.plugins import registry
+from bench.report.publish import builtin_methods, embedded_datasets, stem_for
 
 ROOT = Path(__file__).resolve().parent.parent
 BOARDS = ROOT / "leaderboards"

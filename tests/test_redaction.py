@@ -13,9 +13,9 @@ import pytest
 from tuning_helpers import TINY, bench_cmd, mlflow_runs, mlflow_server, plugin_dir, quiet_env
 
 from bench.errors import UserError
-from bench.redact import redact, remember
-from bench.runner import Run, RunConfig
-from bench.worker import list_runs, tracking_uri_for
+from bench.run.redact import redact, remember
+from bench.run.runner import Run, RunConfig
+from bench.run.worker import list_runs, tracking_uri_for
 
 STORAGE_PW = "St0rage-Pw-91"
 TRACKING_PW = "Track-Pw-47"

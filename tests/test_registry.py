@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import SMALL, bench_cli
 
-from bench import registry
 from bench.errors import UserError
+from bench.plugins import registry
 
 REPO = Path(__file__).resolve().parent.parent
 BUILTIN_METHODS = {"erm", "zeroshot", "reweight", "subsample", "groupdro", "jtt", "dfr", "sfr"}
@@ -128,7 +128,7 @@ def test_wheel_ships_builtin_plugins(tmp_path):
     )
     assert inst.returncode == 0, inst.stderr
     probe = (
-        "import bench, bench.registry as r; r.load_plugins(); "
+        "import bench, bench.plugins.registry as r; r.load_plugins(); "
         "print(bench.__file__); print(','.join(r.methods())); print(','.join(r.datasets()))"
     )
     out = subprocess.run(

@@ -17,7 +17,7 @@ import pytest
 from optuna.trial import TrialState
 from tuning_helpers import TINY, bench_cmd, mlflow_runs, plugin_dir, quiet_env, study_for
 
-from bench.tuning import INTERRUPTED, counts
+from bench.tuning.study import INTERRUPTED, counts
 
 METHODS = ("fasta", "fastb")
 BUDGET = 4

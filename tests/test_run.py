@@ -6,7 +6,7 @@ from pathlib import Path
 import polars as pl
 from conftest import SMALL, bench_cli
 
-from bench.runner import Run, RunConfig
+from bench.run.runner import Run, RunConfig
 
 SMALL_OPTS = dict(a.split("=") for a in SMALL[1::2])
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from bench.samplers import Sampler, group_balanced_weights
+from bench.engine.samplers import Sampler, group_balanced_weights
 
 
 def test_uniform_epoch_is_a_permutation():

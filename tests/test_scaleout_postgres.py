@@ -24,8 +24,7 @@ from tuning_helpers import (
     study_for,
 )
 
-from bench import heartbeat
-from bench.tuning import SURPLUS, counts
+from bench.tuning.study import SURPLUS, counts, heartbeat
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "postgres.sh"
 PG_PASSWORD = "Pg-Sweep-Pw-3"

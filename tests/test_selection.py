@@ -12,11 +12,11 @@ import torch
 from tuning_helpers import TINY, bench_cmd, plugin_dir, quiet_env, study_for
 
 from bench.errors import UserError
-from bench.metrics import compute
-from bench.runner import Run, RunConfig
-from bench.selection import RULES, check_allowed, get_rule, labels_used, select_score
-from bench.space import Choice
-from bench.tuning import open_study, tune
+from bench.report.metrics import compute
+from bench.run.runner import Run, RunConfig
+from bench.tuning.selection import RULES, check_allowed, get_rule, labels_used, select_score
+from bench.tuning.space import Choice
+from bench.tuning.study import open_study, tune
 
 # Validation groups (y, a) and sizes; the classes are 340 vs 160 examples.
 GROUPS = [(0, 0, 300), (0, 1, 40), (1, 0, 40), (1, 1, 120)]

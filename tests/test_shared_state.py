@@ -4,10 +4,10 @@ import textwrap
 
 from conftest import SMALL, bench_cli
 
-from bench import registry
-from bench.references import ReferenceStore
-from bench.runner import Run, RunConfig
-from bench.trainer import TrainConfig
+from bench.engine.references import ReferenceStore
+from bench.engine.trainer import TrainConfig
+from bench.plugins import registry
+from bench.run.runner import Run, RunConfig
 
 SMALL_OPTS = dict(a.split("=") for a in SMALL[1::2])
 
@@ -20,7 +20,7 @@ def test_feature_store_is_shared_across_runs_and_methods(tmp_path):
         RunConfig(methods=["sfr"], out=tmp_path / "b", runs_dir=tmp_path, dataset_opts=SMALL_OPTS)
     )
     assert a.store is b.store
-    from bench import registry
+    from bench.plugins import registry
 
     ctx1 = a.context(registry.get_method("erm"), {}, 0)
     ctx2 = b.context(registry.get_method("sfr"), {}, 1)

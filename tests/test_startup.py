@@ -1,5 +1,5 @@
 """Instant start: the listing commands and --help never import the numeric stack, and the
-static plugin index (bench.plugin_index) says what importing the plugins would say."""
+static plugin index (bench.plugins.index) says what importing the plugins would say."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import textwrap
 
 import pytest
 
-from bench import plugin_index, registry
+from bench.plugins import index as plugin_index
+from bench.plugins import registry
 
 HEAVY = ("torch", "numpy", "polars", "optuna", "mlflow", "sklearn")
 

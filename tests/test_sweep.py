@@ -9,9 +9,9 @@ import pytest
 from conftest import bench_cli
 
 from bench.errors import UserError
-from bench.publish import publish, read_runs
-from bench.run_config import RunConfig
-from bench.sweep import parse_encoders, run_sweep
+from bench.report.publish import publish, read_runs
+from bench.run.config import RunConfig
+from bench.run.sweep import parse_encoders, run_sweep
 
 ENCODERS = ["openclip:spurbench-tiny:none", "openclip:spurbench-tiny-rn:none"]
 

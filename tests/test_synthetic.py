@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from bench import registry
-from bench.dataset import DatasetOptions
+from bench.data.dataset import DatasetOptions
 from bench.errors import UserError
+from bench.plugins import registry
 
 
 def load(**opts):

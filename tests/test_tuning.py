@@ -1,4 +1,4 @@
-"""bench.tuning and bench.heartbeat on real Optuna storages with toy objectives.
+"""bench.tuning.study and bench.tuning.heartbeat on real Optuna storages with toy objectives.
 
 Budget accounting (failures count, interruptions do not), defaults first, pruning,
 --timeout, Ctrl-C, stale trials of dead processes, per-trial seeding, and several
@@ -17,15 +17,15 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from bench import heartbeat
 from bench.errors import UserError
-from bench.space import Float, Int
-from bench.tuning import (
+from bench.tuning.space import Float, Int
+from bench.tuning.study import (
     FAIL_REASON,
     INTERRUPTED,
     SURPLUS,
     counts,
     finished_trials,
+    heartbeat,
     open_storage,
     open_study,
     tune,
@@ -221,7 +221,7 @@ def test_bad_storage_urls_are_user_errors_without_the_password():
 
 # -- the worker handshake -------------------------------------------------------------------
 def publish(storage: str, key: str, status: str = "running", **extra) -> dict:
-    from bench.run_record import RECORD_ATTR, record_study
+    from bench.run.record import RECORD_ATTR, record_study
 
     record = {"key": key, "status": status, "updated": key, "tracking_uri": "sqlite:////x.db",
               **extra}
@@ -230,7 +230,7 @@ def publish(storage: str, key: str, status: str = "running", **extra) -> dict:
 
 
 def test_a_worker_finds_the_one_running_run_or_says_why_not(tmp_path):
-    from bench.worker import find_run
+    from bench.run.worker import find_run
 
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     with pytest.raises(UserError, match=r"no running run after waiting 0s \(known: none\)"):
@@ -247,7 +247,7 @@ def test_a_worker_finds_the_one_running_run_or_says_why_not(tmp_path):
 
 
 def test_a_worker_logs_where_the_coordinator_logs(tmp_path, monkeypatch):
-    from bench.worker import tracking_uri_for
+    from bench.run.worker import tracking_uri_for
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     served = {"key": "k", "tracking_uri": "http://mlflow:5000"}

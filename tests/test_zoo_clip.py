@@ -7,13 +7,13 @@ import pytest
 import torch
 from test_openclip_encoder import TINY, text_spec
 
-from bench import registry
-from bench.dataset import DatasetOptions
-from bench.encoders import IdentityEncoder
-from bench.features import feature_store
-from bench.openclip_encoder import OpenClipEncoder
-from bench.runner import Run, RunConfig
-from bench.spec import DatasetSpec
+from bench.data.dataset import DatasetOptions
+from bench.data.features import feature_store
+from bench.data.spec import DatasetSpec
+from bench.encoders.factory import IdentityEncoder
+from bench.encoders.openclip import OpenClipEncoder
+from bench.plugins import registry
+from bench.run.runner import Run, RunConfig
 
 CPU = torch.device("cpu")
 
@@ -111,7 +111,7 @@ def test_cache_entry_without_attr_text_is_rebuilt(tmp_path, caplog):
     """An entry written before attribute text was cached is stale, not silently text-less."""
     import json
 
-    from bench.cache import Entry, _key, cached_encode, entry_identity
+    from bench.data.cache import Entry, _key, cached_encode, entry_identity
 
     spec = text_spec()
     enc = OpenClipEncoder.from_id(TINY, progress=False)
@@ -121,7 +121,7 @@ def test_cache_entry_without_attr_text_is_rebuilt(tmp_path, caplog):
     manifest = json.loads(entry.manifest.read_text())
     del manifest["text"]  # as an older version wrote it
     entry.manifest.write_text(json.dumps(manifest))
-    with caplog.at_level("WARNING", logger="bench.cache"):
+    with caplog.at_level("WARNING", logger="bench.data.cache"):
         again = cached_encode(spec, enc, tmp_path)
     assert "predates attribute text" in caplog.text
     np.testing.assert_allclose(again.attr_text, first.attr_text)

@@ -24,12 +24,12 @@ import torch
 from conftest import default_params
 from torch.nn import functional as F
 
-import bench.batched as batched
-from bench import registry
-from bench.heads import LinearHead, PromptHead
-from bench.runner import Run, RunConfig
-from bench.store import FeatureSplit
-from bench.trainer import Hooks, TrainConfig, Trainer
+import bench.engine.batched as batched
+from bench.data.store import FeatureSplit
+from bench.engine.heads import LinearHead, PromptHead
+from bench.engine.trainer import Hooks, TrainConfig, Trainer
+from bench.plugins import registry
+from bench.run.runner import Run, RunConfig
 
 SEEDS = range(5)
 CPU = torch.device("cpu")
@@ -394,7 +394,7 @@ def test_offset_and_anchor_on_the_binary_fast_paths(split, monkeypatch, batch_si
 
 
 def test_an_anchor_of_another_kind_takes_the_autograd_engine(split):
-    from bench.trainer import analytic
+    from bench.engine.trainer import analytic
 
     head, _ = make("linear", 0)
     assert analytic(head, split, Hooks(anchor=make("linear", 1)[0], anchor_strength=1.0))

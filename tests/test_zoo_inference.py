@@ -19,8 +19,8 @@ import pytest
 import torch
 from conftest import default_params
 
-from bench import registry
-from bench.runner import Run, RunConfig
+from bench.plugins import registry
+from bench.run.runner import Run, RunConfig
 
 
 @pytest.fixture(scope="module")

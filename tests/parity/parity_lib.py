@@ -5,7 +5,7 @@ Both sides train a linear layer (D → C) on the generated feature sets of
 weight decay 1e-4, batch 128, 40 epochs, last epoch kept, no early stopping), over the
 same number of seeds, and report test worst-group accuracy (WGA).
 
-- Ours runs through the library API (`bench.runner.run`, dataset `features`, head
+- Ours runs through the library API (`bench.run.runner.run`, dataset `features`, head
   `linear`, no tuning: trials=0) and reads `test_wga` / `test_avg` from its results.
 - SpuCo runs through its own trainer classes (spuco.robust_train, spuco.group_inference,
   spuco.last_layer_retrain) with a `SpuCoModel(nn.Identity(), D, C)` (so its `backbone`
@@ -187,7 +187,7 @@ def pair_by_key(key: str) -> Pair:
 
 def missing_options(pair: Pair, spec: FeatureSet) -> list[str]:
     """The options (or option values) of `pair` our method does not have (yet)."""
-    from bench import registry
+    from bench.plugins import registry
 
     registry.load_plugins()
     space = registry.get_method(pair.method).search_space()
@@ -204,7 +204,7 @@ def jtt_extra_params(pair: Pair) -> dict[str, Any]:
     """The id_* options our jtt has beyond id_lr, set to stage 2's values."""
     if pair.method != "jtt":
         return {}
-    from bench import registry
+    from bench.plugins import registry
 
     registry.load_plugins()
     space = registry.get_method("jtt").search_space()
@@ -215,8 +215,8 @@ def jtt_extra_params(pair: Pair) -> dict[str, Any]:
 # our side
 # --------------------------------------------------------------------------------------
 def run_ours(npz: Path, spec: FeatureSet, pair: Pair, seeds: int, workdir: Path) -> list[dict]:
-    """One fresh `bench.runner.run` of our method at the pair's fixed parameters."""
-    from bench.runner import RunConfig, run
+    """One fresh `bench.run.runner.run` of our method at the pair's fixed parameters."""
+    from bench.run.runner import RunConfig, run
 
     params = {**pair.our_params(spec), **jtt_extra_params(pair)}
     items = [f"{pair.method}.{k}={_fmt(v) if isinstance(v, float) else v}"

@@ -31,7 +31,7 @@ class Split:
     with a core and a spurious direction, 4 groups in Waterbirds' proportions."""
 
     def __init__(self, n: int, dim: int = DIM, seed: int = 0) -> None:
-        from bench.store import FeatureSplit
+        from bench.data.store import FeatureSplit
 
         gen = torch.Generator().manual_seed(seed)
         y = (torch.rand(n, generator=gen) < 0.23).long()

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import registry
-from bench.dataset import DatasetOptions
-from bench.openclip_encoder import OpenClipEncoder
+from bench.data.dataset import DatasetOptions
+from bench.encoders.openclip import OpenClipEncoder
+from bench.plugins import registry
 
 CONFIGS = Path(registry.__file__).with_name("model_configs")
 TINY = "spurbench-tiny"

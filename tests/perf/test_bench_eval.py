@@ -1,4 +1,4 @@
-"""Evaluation (predictions and every metric, bench.metrics.evaluate) against the bound."""
+"""Evaluation (predictions and every metric, bench.report.metrics.evaluate) against the bound."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 from perfutil import DIM, ratio_row, stream_seconds
 
-from bench.heads import LinearHead, PromptHead
-from bench.metrics import evaluate
-from bench.predictor import Predictor
+from bench.engine.heads import LinearHead, PromptHead
+from bench.engine.predictor import Predictor
+from bench.report.metrics import evaluate
 
 
 @pytest.mark.parametrize("head", ["linear", "prompt"])

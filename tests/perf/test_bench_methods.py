@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from perfutil import best_of
 
-from bench import registry
-from bench.runner import Run, RunConfig
+from bench.plugins import registry
+from bench.run.runner import Run, RunConfig
 
 FIXED = {"optimizer": "sgd", "lr": 1e-3, "weight_decay": 1e-4, "batch_size": 128, "epochs": 40}
 METHODS = ("erm", "groupdro", "sfr", "jtt", "reweight", "subsample")

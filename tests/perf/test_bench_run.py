@@ -16,8 +16,10 @@ import optuna
 import pytest
 from perfutil import WorkClock
 
-from bench import heartbeat, runner, tracking, tuning_batched
-from bench.runner import Run, RunConfig
+from bench.run import runner, tracking
+from bench.run.runner import Run, RunConfig
+from bench.tuning import batched as tuning_batched
+from bench.tuning import heartbeat
 
 PHASES = ["encode", "tune", "final seeds", "report"]
 
@@ -108,6 +110,6 @@ def test_bench_run_batchable_methods(benchmark, monkeypatch, tmp_path, record, p
 
 def test_bench_startup(benchmark, record):
     """Importing what `bench run` needs, in a fresh process (paid once per command)."""
-    cmd = [sys.executable, "-c", "import bench.cli, bench.runner, mlflow, optuna"]
+    cmd = [sys.executable, "-c", "import bench.cli, bench.run.runner, mlflow, optuna"]
     benchmark.pedantic(lambda: subprocess.run(cmd, check=True), rounds=3, iterations=1)
     record(path="start-up imports", best_ms=round(benchmark.stats.stats.min * 1e3))

@@ -15,8 +15,8 @@ import torch
 from perfutil import DIM, best_of, ratio_row, stream_seconds
 
 import bench
-from bench.heads import LinearHead, PromptHead
-from bench.trainer import TrainConfig, Trainer
+from bench.engine.heads import LinearHead, PromptHead
+from bench.engine.trainer import TrainConfig, Trainer
 
 CPU = torch.device("cpu")
 TEXT_DIM = 768

@@ -1,0 +1,2 @@
+"""Encoders: identity and open_clip, and the choice between them.
+"""

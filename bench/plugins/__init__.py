@@ -1,0 +1,2 @@
+"""The plugin registry, the method contract and the static plugin index.
+"""

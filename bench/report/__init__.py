@@ -1,0 +1,2 @@
+"""Reporting: metrics, result tables, leaderboards, plots, compare and gate.
+"""

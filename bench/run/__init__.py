@@ -1,0 +1,2 @@
+"""Run orchestration: one run, sweeps, workers, run directories, tracking.
+"""

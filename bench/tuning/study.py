@@ -1,0 +1,380 @@
+"""Optuna tuning: one study per (run, method), the same trial budget for every method.
+
+TPE seeded per trial number (so a resumed or shared study never redraws another trial's
+parameters), with its random start-up phase sized to the budget (`startup_trials`); the
+method's defaults are the first trial, re-queued until it has run (an interrupted
+defaults trial is never silently replaced by a TPE draw); intermediate validation scores
+feed a median pruner; a trial that raises or returns NaN is recorded as failed with its
+reason and the study goes on.
+
+The budget counts trials that finished on their own: COMPLETE, PRUNED, or FAIL with a
+`fail_reason`. A FAIL without a reason was cut off (Ctrl-C, a killed process, see
+bench.tuning.heartbeat) or was surplus (below), so it does not count and is run again.
+Many processes may tune one study (`bench worker`). A new trial is admitted only if
+fewer than `budget` counting, running or queued trials precede it; the storage numbers
+trials in creation order under a lock, so the budget is never overrun, and a process
+that finds the budget taken but trials still running waits for them (a coordinator)
+or moves on (a worker).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from bench.errors import UserError
+from bench.run.redact import redact, remember
+from bench.tuning import heartbeat
+from bench.tuning.seeding import derive_seed
+from bench.tuning.space import Param, suggest_all
+from bench.tuning.space import tunable as tunable_params
+
+FAIL_REASON = "fail_reason"
+INTERRUPTED = "spurbench.interrupted"
+SURPLUS = "spurbench.surplus"
+DEFAULTS = "spurbench.defaults"  # user attr of the defaults trial (and of the study: the params)
+POLL_SECONDS = 1.0
+
+log = logging.getLogger("bench.tuning.study")
+
+# objective(params, trial) -> (score, extra metrics); it may call trial.report/should_prune
+Objective = Callable[[dict[str, Any], optuna.trial.Trial], tuple[float, dict[str, float]]]
+
+
+@dataclass
+class TuneOutcome:
+    best_params: dict[str, Any]
+    finished: int  # trials that count against the budget
+    completed: int
+    failures: list[str]
+    best_value: float | None
+    best_is_default: bool | None = None  # whether the selected trial is the defaults trial
+
+
+# -- storages ------------------------------------------------------------------------------
+_STORAGES: dict[str, BaseStorage] = {}
+
+
+def open_storage(url: str) -> BaseStorage:
+    """--storage URL → an Optuna storage, one per URL in a process.
+
+    `journal:PATH` is a journal file (for a shared filesystem); anything else is an
+    SQLAlchemy URL (sqlite:///..., postgresql://user:password@host/db, mysql://...).
+    """
+    remember(url)
+    if url in _STORAGES:
+        return _STORAGES[url]
+    try:
+        if url.startswith("journal:"):
+            from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+            path = url.removeprefix("journal:").removeprefix("//")
+            if not path:
+                raise ValueError("journal: needs a file path, e.g. journal:/shared/study.log")
+            storage: BaseStorage = JournalStorage(JournalFileBackend(path))
+        else:
+            storage = _rdb_storage(url)
+    except Exception as exc:
+        raise UserError(
+            redact(f"--storage {url}: cannot open it: {type(exc).__name__}: {exc}")
+        ) from None
+    _STORAGES[url] = storage
+    return storage
+
+
+def _rdb_storage(url: str) -> BaseStorage:
+    """An RDB storage; workers that start together on an empty database race to create
+    its tables, and the losers simply try again once the tables exist."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    kwargs: dict[str, Any] = (
+        {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    )
+    for attempt in range(6):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except (IntegrityError, ProgrammingError):
+            if attempt == 5:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
+
+
+# -- the sampler ---------------------------------------------------------------------------
+class TrialSeededTPE(optuna.samplers.BaseSampler):
+    """TPE whose randomness is seeded by (study seed, trial number).
+
+    A single seeded TPESampler restarts its random stream on every resume and in every
+    worker, so it would propose the same "random" startup trials again; seeding per trial
+    keeps a run reproducible and every trial's draw distinct. `constant_liar` keeps
+    parallel workers from proposing what another worker is already running.
+    """
+
+    def __init__(self, seed: int, n_startup_trials: int = 10) -> None:
+        self.seed = seed
+        self.n_startup_trials = n_startup_trials
+        self._number: int | None = None
+        self._tpe: optuna.samplers.TPESampler | None = None
+
+    def _for(self, trial: FrozenTrial) -> optuna.samplers.TPESampler:
+        if self._tpe is None or self._number != trial.number:
+            self._number = trial.number
+            with warnings.catch_warnings():  # constant_liar is marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self._tpe = optuna.samplers.TPESampler(
+                    seed=derive_seed(self.seed, trial.number) % (2**31), constant_liar=True,
+                    n_startup_trials=self.n_startup_trials,
+                )
+        return self._tpe
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return self._for(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return self._for(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, name: str, dist: BaseDistribution
+    ) -> Any:
+        return self._for(trial).sample_independent(study, trial, name, dist)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._for(trial).before_trial(study, trial)
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self._for(trial).after_trial(study, trial, state, values)
+
+
+def startup_trials(budget: int) -> int:
+    """Random start-up draws before TPE models the results: a quarter of the budget, at
+    least 2 (the defaults trial and one random draw), at most Optuna's default of 10.
+    Optuna's fixed 10 would make every budget up to 10 a random search."""
+    return max(2, min(10, budget // 4))
+
+
+def open_study(
+    storage: str | BaseStorage, name: str, seed: int, first: dict[str, Any] | None = None,
+    budget: int | None = None,
+) -> optuna.Study:
+    """Create or load a study; its creator queues `first` (the defaults) as trial 0 and
+    keeps it on the study, so any process can re-queue it (`requeue_defaults`)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = open_storage(storage) if isinstance(storage, str) else storage
+    startup = startup_trials(budget) if budget is not None else 10
+    opts: dict[str, Any] = {
+        "study_name": name, "storage": store, "sampler": TrialSeededTPE(seed, startup),
+        "pruner": optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=3),
+    }
+    try:
+        study = optuna.create_study(direction="maximize", **opts)
+    except optuna.exceptions.DuplicatedStudyError:
+        return optuna.load_study(**opts)
+    if first is not None:  # queued before it is recorded, so no reader re-queues it
+        study.enqueue_trial(first, user_attrs={DEFAULTS: True})
+        study.set_user_attr(DEFAULTS, first)
+    return study
+
+
+def is_defaults(t: FrozenTrial | optuna.trial.Trial) -> bool:
+    return bool(t.user_attrs.get(DEFAULTS))
+
+
+def requeue_defaults(study: optuna.Study) -> bool:
+    """Queue the defaults trial again if it was cut off (Ctrl-C, a dead worker) and no
+    copy of it is pending or finished. True when it queued one."""
+    first = study.user_attrs.get(DEFAULTS)
+    if first is None:
+        return False
+    marked = [t for t in study.get_trials(deepcopy=False) if is_defaults(t)]
+    if any(counts(t) or t.state in (TrialState.RUNNING, TrialState.WAITING) for t in marked):
+        return False
+    study.enqueue_trial(first, user_attrs={DEFAULTS: True})
+    log.info("the defaults trial of %s was interrupted: queued again", study.study_name)
+    return True
+
+
+# -- the budget ----------------------------------------------------------------------------
+def counts(t: FrozenTrial) -> bool:
+    """Whether a trial counts against the budget (see the module docstring)."""
+    if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return t.state == TrialState.FAIL and FAIL_REASON in t.user_attrs
+
+
+def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials that count against the budget."""
+    return [t for t in study.get_trials(deepcopy=False) if counts(t)]
+
+
+def interrupted(t: FrozenTrial) -> bool:
+    """A trial cut off by Ctrl-C or a dead process (not a failure of the method)."""
+    return t.state == TrialState.FAIL and not counts(t) and SURPLUS not in t.user_attrs
+
+
+def _live(t: FrozenTrial) -> bool:
+    return counts(t) or t.state in (TrialState.RUNNING, TrialState.WAITING)
+
+
+def _admitted(study: optuna.Study, trial: optuna.trial.Trial, budget: int) -> bool:
+    """Whether fewer than `budget` counting, running or queued trials precede this one.
+    While the defaults trial is not among them, one slot stays reserved for it."""
+    trials = study.get_trials(deepcopy=False)
+    ahead = [t for t in trials if t.number < trial.number and _live(t)]
+    reserve = 0
+    if DEFAULTS in study.user_attrs and not is_defaults(trial):
+        reserve = 0 if any(is_defaults(t) for t in ahead) else 1
+    return len(ahead) + reserve < budget
+
+
+def outcome(study: optuna.Study, fixed: dict[str, Any]) -> TuneOutcome:
+    """The study's best parameters (ties: the earliest trial) and its failures so far."""
+    done = finished_trials(study)
+    complete = [t for t in done if t.state == TrialState.COMPLETE and t.value is not None]
+    failures = [
+        f"trial {t.number}: {t.user_attrs.get(FAIL_REASON, 'failed')}"
+        for t in done if t.state == TrialState.FAIL
+    ]
+    if not complete:
+        return TuneOutcome({}, len(done), 0, failures, None)
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    return TuneOutcome({**best.params, **fixed}, len(done), len(complete), failures, best.value,
+                       is_defaults(best))
+
+
+
+
+def slots(
+    study: optuna.Study, budget: int, started: float, timeout: float | None
+) -> tuple[int, int] | None:
+    """Fail stale trials, then say what is left to start: None once the budget is filled
+    or the time is up, else (free slots, queued trials). Shared by every tuning loop."""
+    heartbeat.fail_stale(study)
+    trials = study.get_trials(deepcopy=False)
+    done = sum(counts(t) for t in trials)
+    if done >= budget or (timeout is not None and time.monotonic() - started >= timeout):
+        return None
+    if requeue_defaults(study):
+        trials = study.get_trials(deepcopy=False)
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    return budget - done - running, waiting
+
+
+def open_slots(study: optuna.Study, budget: int, started: float, timeout: float | None,
+               wait: bool) -> Iterator[tuple[int, int]]:
+    """slots() each time trials may be asked, until the budget or timeout is spent. When
+    other workers hold every open slot it polls (wait) or ends (not wait)."""
+    while (room := slots(study, budget, started, timeout)) is not None:
+        free, waiting = room
+        if free <= 0 and not waiting:
+            if not wait:
+                return
+            time.sleep(POLL_SECONDS)
+            continue
+        yield free, waiting
+
+def after_tell(
+    study: optuna.Study,
+    frozen: optuna.trial.FrozenTrial,
+    state: TrialState,
+    on_trial: Callable[[optuna.trial.FrozenTrial], None] | None,
+) -> None:
+    """Hand a finished trial on, unless another process declared it dead meanwhile."""
+    if frozen.state != state:
+        log.warning(
+            "trial %d of %s was declared dead by another process while it ran; "
+            "its result is dropped and its slot is run again", frozen.number, study.study_name,
+        )
+    elif on_trial is not None and SURPLUS not in frozen.user_attrs:
+        on_trial(frozen)
+
+
+def outcome_of(
+    trial: optuna.trial.Trial, params: dict[str, Any], objective: Objective
+) -> tuple[TrialState, float | None]:
+    """Run the objective for one trial and turn what happened into its state: pruned,
+    failed with a recorded reason (counts against the budget), interrupted (Ctrl-C: does
+    not count, re-raised), or complete with its score."""
+    try:
+        score, extra = objective(params, trial)
+    except optuna.TrialPruned:
+        return TrialState.PRUNED, None
+    except KeyboardInterrupt:
+        trial.set_user_attr(INTERRUPTED, True)
+        raise
+    except Exception as exc:
+        trial.set_user_attr(FAIL_REASON, redact(f"{type(exc).__name__}: {exc}"))
+        return TrialState.FAIL, None
+    for k, v in extra.items():
+        trial.set_user_attr(k, v)
+    if not math.isfinite(score):
+        trial.set_user_attr(FAIL_REASON, f"objective returned {score}")
+        return TrialState.FAIL, None
+    return TrialState.COMPLETE, score
+
+
+def tune(
+    study: optuna.Study,
+    space: dict[str, Param],
+    fixed: dict[str, Any],
+    budget: int,
+    objective: Objective,
+    timeout: float | None = None,
+    on_trial: Callable[[FrozenTrial], None] | None = None,
+    wait: bool = True,
+    defaults: dict[str, Any] | None = None,
+) -> TuneOutcome:
+    """Run trials until `budget` of them count (earlier runs and other processes included).
+
+    wait=True (the coordinator) returns when the budget is filled, waiting for trials
+    other processes are running; wait=False (a worker) returns as soon as every slot is
+    taken. `timeout` (seconds) stops starting new trials. Ctrl-C fails the running trial
+    as interrupted (not counted) and propagates KeyboardInterrupt.
+    """
+    tunable = tunable_params(space, fixed)
+    defaults = defaults or {}
+    logging.getLogger("optuna").setLevel(logging.ERROR)
+    started = time.monotonic()
+
+    def run(trial: optuna.trial.Trial) -> tuple[TrialState, float | None]:
+        if not _admitted(study, trial, budget):
+            trial.set_user_attr(SURPLUS, True)
+            return TrialState.FAIL, None
+        params = suggest_all(trial, tunable, fixed, defaults)
+        params.update(fixed)
+        return outcome_of(trial, params, objective)
+
+    for _ in open_slots(study, budget, started, timeout, wait):
+        trial = study.ask()  # pops a queued trial (the defaults) first
+        with heartbeat.Heartbeat(study, trial):  # owner stamped before anything can fail
+            try:
+                state, value = run(trial)
+            except KeyboardInterrupt:
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                raise
+            except optuna.exceptions.UpdateFinishedTrialError:
+                state, value = TrialState.FAIL, None  # failed as dead by another process
+            frozen = study.tell(trial, value, state=state, skip_if_finished=True)
+        after_tell(study, frozen, state, on_trial)
+    return outcome(study, fixed)

@@ -1,6 +1,6 @@
 """`bench gate`: the stopping rule keeps its error rate under optional stopping (checked by
 simulation, alongside a naive rule that does not); on the embedded synthetic dataset it
-catches SFR without feature dropout as a regression within the seed cap, passes a method
+catches SFR without its reweighting as a regression within the seed cap, passes a method
 against itself (Δ exactly 0 on paired seeds: the pairing is real), pairs a renamed variant
 seed for seed, and resumes from its rows."""
 
@@ -125,16 +125,23 @@ def _cfg(tmp_path, old: str, new: str, name: str) -> GateConfig:  # noqa: ANN001
                       runs_dir=tmp_path / "runs")
 
 
+# SFR without its instance reweighting (= the sfr-noweights variant): a drop of tens of
+# points on synthetic, so the gate must call it a regression at its first looks. (The
+# issue's own example, dropout=0, costs ~3-5 points there: whether 20 paired seeds decide
+# it against a 1-point tolerance depends on the draw, so it is not a test of the gate.)
+ABLATION = "sfr:weighting=none,group_norm=False"
+
+
 @pytest.fixture(scope="module")
 def ablation(tmp_path_factory):
-    """sfr against sfr without feature dropout: the command as a user runs it."""
+    """sfr against sfr without its instance reweighting: the command as a user runs it."""
     tmp = tmp_path_factory.mktemp("gate")
-    res = CliRunner().invoke(app, ["gate", "--old", "sfr", "--new", "sfr:dropout=0",
+    res = CliRunner().invoke(app, ["gate", "--old", "sfr", "--new", ABLATION,
                                    "--device", "cpu", "--out", str(tmp / "ablation")])
     return tmp, res
 
 
-def test_dropout_ablation_is_a_regression_within_the_cap(ablation):
+def test_reweighting_ablation_is_a_regression_within_the_cap(ablation):
     tmp, res = ablation
     assert res.exit_code == 1, res.output
     doc = json.loads((tmp / "ablation" / "gate.json").read_text())
@@ -152,7 +159,7 @@ def test_resumes_from_its_rows(ablation, monkeypatch):
         raise AssertionError("a finished seed was fitted again")
 
     monkeypatch.setattr(Run, "fit", no_fit)
-    res = CliRunner().invoke(app, ["gate", "--old", "sfr", "--new", "sfr:dropout=0",
+    res = CliRunner().invoke(app, ["gate", "--old", "sfr", "--new", ABLATION,
                                    "--device", "cpu", "--out", str(tmp / "ablation")])
     assert res.exit_code == 1, res.output
     assert res.output.splitlines()[:2] == first.output.splitlines()[:2]
@@ -173,11 +180,11 @@ def test_method_against_itself_is_no_regression_with_delta_exactly_zero(tmp_path
 
 
 def test_renamed_variant_is_paired_seed_for_seed(ablation, tmp_path):
-    """`sfr-nodropout` is `sfr` with dropout 0 under another name; its own seed stream would
-    differ (the harness derives it from the method name), so the gate draws both arms from
-    OLD's: its differences equal those of `sfr:dropout=0` exactly."""
+    """`sfr-noweights` is `sfr` without reweighting under another name; its own seed stream
+    would differ (the harness derives it from the method name), so the gate draws both arms
+    from OLD's: its differences equal those of `sfr:weighting=none,...` exactly."""
     tmp, _ = ablation
-    result = gate(_cfg(tmp_path, "sfr", "sfr-nodropout", "renamed"))
+    result = gate(_cfg(tmp_path, "sfr", "sfr-noweights", "renamed"))
     by_params = json.loads((tmp / "ablation" / "gate.json").read_text())
     assert [lk.delta for lk in result.looks] == [lk["delta"] for lk in by_params["looks"]]
     assert result.verdict == "regression"

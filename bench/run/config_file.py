@@ -61,9 +61,7 @@ def preset_path(name: str) -> Path:
 
 
 def _value_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+    return str(value)  # a TOML true is the Choice value True
 
 
 def load(path: Path, flag: str = "--config") -> dict[str, Any]:

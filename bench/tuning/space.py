@@ -85,7 +85,7 @@ class Choice:
 
     def parse(self, name: str, text: str) -> Any:
         for c in self.choices:
-            if str(c) == text:
+            if str(c) == text or (isinstance(c, bool) and str(c).lower() == text.lower()):
                 return c
         if all(isinstance(c, int) and not isinstance(c, bool) for c in self.choices):
             # a fixed count outside the tuned choices (a paper's batch of 64), as a fixed

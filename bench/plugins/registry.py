@@ -167,13 +167,23 @@ def datasets() -> dict[str, type[Dataset]]:
     return dict(sorted(_DATASETS.items()))
 
 
+def _load_missing() -> None:
+    """A plugin asked for by name that is not loaded yet (a run imports only the files it
+    uses): load the built-in plugins, so the name is found or reported against them all."""
+    load_plugins()
+
+
 def get_method(name: str) -> MethodEntry:
+    if name not in _METHODS:
+        _load_missing()
     if name not in _METHODS:
         raise unknown("method", name, _METHODS)
     return _METHODS[name]
 
 
 def get_dataset(name: str) -> Dataset:
+    if name not in _DATASETS:
+        _load_missing()
     if name not in _DATASETS:
         raise unknown("dataset", name, _DATASETS)
     return _DATASETS[name]()

@@ -38,6 +38,7 @@ from bench.report import results
 from bench.report.leaderboard import Board, render_markdown, summarize
 from bench.report.metrics import Metrics, evaluate
 from bench.report.publish import row_tags
+from bench.run import sqlite_pragmas
 from bench.run.config import RunConfig, method_names, parse_params, resolve_device
 from bench.run.directory import (
     claim,
@@ -110,6 +111,7 @@ class Run:
         remember(cfg.storage)
         remember(cfg.tracking_uri)
         heartbeat.interval()  # SPURBENCH_HEARTBEAT is read once trials run: check it now
+        sqlite_pragmas.install()
         check_uri(cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
         names = self._load_plugins(cfg)
         self.plugin = registry.get_dataset(cfg.dataset)

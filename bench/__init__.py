@@ -49,6 +49,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "cache_dir": ("bench.data.cache", "cache_dir"),
     "check_image_files": ("bench.data.formats", "check_image_files"),
     "data_base": ("bench.data.formats", "data_base"),
+    "fetch_archive": ("bench.data.formats", "fetch_archive"),
     "find_data_dir": ("bench.data.formats", "find_data_dir"),
     "int_column": ("bench.data.formats", "int_column"),
     "read_csv_table": ("bench.data.formats", "read_csv_table"),
@@ -61,13 +62,13 @@ _LAZY: dict[str, tuple[str, str]] = {
 
 __all__ = [
     "BatchRule", "Choice", "Context", "Dataset", "DatasetOptions", "DatasetSpec", "EvalGroups",
-    "FeatureDropout", "FeatureSplit", "FeatureStore", "Float", "HeadFactory", "Hooks", "Int",
-    "LinearHead", "Method", "Metrics", "NonFiniteLoss", "Predictor", "PromptHead", "Sampler",
-    "Stage", "TrainConfig", "Trainer", "UserError", "__version__", "cache_dir",
-    "check_image_files", "compute_metrics", "data_base", "dataset", "find_data_dir",
-    "fit_batched", "group_balanced_weights", "int_column", "method", "read_csv_table",
-    "GroupDRORule",
-    "spec_from_source", "split_column", "training_space", "variant", "wilds_download",
+    "FeatureDropout", "FeatureSplit", "FeatureStore", "Float", "GroupDRORule", "HeadFactory",
+    "Hooks", "Int", "LinearHead", "Method", "Metrics", "NonFiniteLoss", "Predictor",
+    "PromptHead", "Sampler", "Stage", "TrainConfig", "Trainer", "UserError", "__version__",
+    "cache_dir", "check_image_files", "compute_metrics", "data_base", "dataset",
+    "fetch_archive", "find_data_dir", "fit_batched", "group_balanced_weights", "int_column",
+    "method", "read_csv_table", "spec_from_source", "split_column", "training_space",
+    "variant", "wilds_download",
 ]
 
 
@@ -89,6 +90,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the lazy names, spelled out
     from bench.data.formats import (
         check_image_files,
         data_base,
+        fetch_archive,
         find_data_dir,
         int_column,
         read_csv_table,

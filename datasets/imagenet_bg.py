@@ -18,9 +18,6 @@ it), training groups are the 9 classes (column g), and evaluation groups are the
 
 from __future__ import annotations
 
-import shutil
-import tarfile
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -75,27 +72,6 @@ def _read(root: Path, sub: str, url: str) -> tuple[list[str], list[int]]:
         items += [f"{sub}/{cls}/{n}" for n in names]
         labels += [y] * len(names)
     return items, labels
-
-
-def fetch_archive(url: str, dest: Path, filename: str) -> None:
-    """Download `url` to dest/filename and unpack it into dest; a failure is one line."""
-    dest.mkdir(parents=True, exist_ok=True)
-    archive = dest / filename
-    part = dest / (filename + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as f:
-            shutil.copyfileobj(response, f, 1 << 20)
-        part.replace(archive)
-        with tarfile.open(archive) as tar:
-            tar.extractall(dest, filter="data")
-    except (OSError, tarfile.TarError, ValueError) as exc:
-        part.unlink(missing_ok=True)
-        cause = " ".join(f"{type(exc).__name__}: {exc}".split())
-        raise bench.UserError(
-            f"download of {url} into {dest} failed ({cause}); check the network, or download "
-            f"it by hand, unpack it into {dest} and pass --data-root {dest}"
-        ) from None
-    archive.unlink(missing_ok=True)
 
 
 @bench.dataset
@@ -170,9 +146,9 @@ class ImageNetBackgrounds(bench.Dataset):
     def download(self, options: bench.DatasetOptions) -> str:
         base = bench.data_base(options)
         if not (base / "bg_challenge").is_dir():
-            fetch_archive(TEST_URL, base, "backgrounds_challenge_data.tar.gz")
+            bench.fetch_archive(TEST_URL, base, "backgrounds_challenge_data.tar.gz")
         if not (base / "original" / "train").is_dir():
-            fetch_archive(TRAIN_URL, base, "original.tar.gz")
+            bench.fetch_archive(TRAIN_URL, base, "original.tar.gz")
         for sub, url in [("original/train", TRAIN_URL), ("original/val", TRAIN_URL)] + [
                 (f"bg_challenge/{v}/val", TEST_URL) for v in _variants(options)]:
             _read(base, sub, url)  # judged by the files it left: every class folder there

@@ -21,9 +21,6 @@ combination that occurs.
 
 from __future__ import annotations
 
-import shutil
-import tarfile
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -120,27 +117,6 @@ def _split_val(groups: np.ndarray, fraction: float) -> np.ndarray:
     return val
 
 
-def fetch_archive(url: str, dest: Path, filename: str) -> None:
-    """Download `url` to dest/filename and unpack it into dest; a failure is one line."""
-    dest.mkdir(parents=True, exist_ok=True)
-    archive = dest / filename
-    part = dest / (filename + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as f:
-            shutil.copyfileobj(response, f, 1 << 20)
-        part.replace(archive)
-        with tarfile.open(archive) as tar:
-            tar.extractall(dest, filter="data")
-    except (OSError, tarfile.TarError, ValueError) as exc:
-        part.unlink(missing_ok=True)
-        cause = " ".join(f"{type(exc).__name__}: {exc}".split())
-        raise bench.UserError(
-            f"download of {url} into {dest} failed ({cause}); check the network, or download "
-            f"it by hand, unpack it into {dest} and pass --data-root {dest}"
-        ) from None
-    archive.unlink(missing_ok=True)
-
-
 @bench.dataset
 class Spawrious(bench.Dataset):
     name = "spawrious"
@@ -223,7 +199,7 @@ class Spawrious(bench.Dataset):
         challenge = self._challenge(options)
         archive = _archive(challenge)
         base = bench.data_base(options)
-        fetch_archive(URLS[archive], base, f"spawrious224__{archive}.tar.gz")
+        bench.fetch_archive(URLS[archive], base, f"spawrious224__{archive}.tar.gz")
         root = _root(base)
         if root is None:
             raise bench.UserError(

@@ -17,9 +17,6 @@ published download.
 
 from __future__ import annotations
 
-import shutil
-import tarfile
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -68,27 +65,6 @@ def _groups(y: np.ndarray, a: np.ndarray, train: np.ndarray, n_attrs: int,
     return {"g": g, "group_names": [label(p) for p in train_pairs],
             "eval_groups": bench.EvalGroups(names=[label(p) for p in present],
                                             masks=np.stack([pair == p for p in present]))}
-
-
-def fetch_archive(url: str, dest: Path, filename: str) -> None:
-    """Download `url` to dest/filename and unpack it into dest; a failure is one line."""
-    dest.mkdir(parents=True, exist_ok=True)
-    archive = dest / filename
-    part = dest / (filename + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as f:
-            shutil.copyfileobj(response, f, 1 << 20)
-        part.replace(archive)
-        with tarfile.open(archive) as tar:
-            tar.extractall(dest, filter="data")
-    except (OSError, tarfile.TarError, ValueError) as exc:
-        part.unlink(missing_ok=True)
-        cause = " ".join(f"{type(exc).__name__}: {exc}".split())
-        raise bench.UserError(
-            f"download of {url} into {dest} failed ({cause}); check the network, or download "
-            f"it by hand, unpack it into {dest} and pass --data-root {dest}"
-        ) from None
-    archive.unlink(missing_ok=True)
 
 
 def _animals_root(base: Path) -> Path:
@@ -158,7 +134,7 @@ class SpuCoAnimals(bench.Dataset):
         base = bench.data_base(options)
         for part, _, _, url in PARTS:
             if not (base / part).is_dir():
-                fetch_archive(url, base, f"{part}.tar.gz")
+                bench.fetch_archive(url, base, f"{part}.tar.gz")
         _animals_rows(base)  # judged by the files it left: every folder there, none empty
         return str(base)
 

@@ -11,6 +11,9 @@ import contextlib
 import io
 import logging
 import os
+import shutil
+import tarfile
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -206,3 +209,26 @@ def wilds_download(wilds_name: str, root: Path, marker: str) -> Path:
         f"download of '{wilds_name}' into {root} failed ({cause}); check the network, or "
         "download it by hand from https://wilds.stanford.edu/downloads and pass --data-root"
     )
+
+
+def fetch_archive(url: str, dest: Path, filename: str) -> None:
+    """Download `url` to dest/filename and unpack it into dest; a failure is one line.
+    The archive is written as .part and renamed when complete, so an interrupted
+    download never looks finished; callers judge success by the files it leaves."""
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = dest / filename
+    part = dest / (filename + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as f:
+            shutil.copyfileobj(response, f, 1 << 20)
+        part.replace(archive)
+        with tarfile.open(archive) as tar:
+            tar.extractall(dest, filter="data")
+    except (OSError, tarfile.TarError, ValueError) as exc:
+        part.unlink(missing_ok=True)
+        cause = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise UserError(
+            f"download of {url} into {dest} failed ({cause}); check the network, or download "
+            f"it by hand, unpack it into {dest} and pass --data-root {dest}"
+        ) from None
+    archive.unlink(missing_ok=True)

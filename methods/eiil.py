@@ -72,11 +72,7 @@ class EIIL(bench.Method):
     paper = "Creager et al. 2021, Environment Inference for Invariant Learning (ICML)"
 
     def search_space(self) -> dict:
-        space = bench.training_space(weight_decay=1e-3)
-        space["weight_decay"] = bench.Float(1e-5, 1.0, 1e-3, log=True)
-        space["eta"] = bench.Float(1e-3, 1.0, 0.05, log=True)
-        space["adjustment"] = bench.Float(0.0, 5.0, 0.0)
-        space["sampling"] = bench.Choice(("uniform", "group"), "uniform", tune=False)
+        space = bench.GroupDRORule.space()  # Group DRO's own, then the inference's
         space["ref_epochs"] = bench.Int(1, 40, 20)
         space["ei_steps"] = bench.Int(100, 20000, 10000, log=True, tune=False)
         space["ei_lr"] = bench.Float(1e-4, 1e-1, 1e-3, log=True, tune=False)

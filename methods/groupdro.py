@@ -24,12 +24,7 @@ class GroupDRO(bench.Method):
     paper = "Sagawa et al. 2020, Distributionally Robust Neural Networks for Group Shifts"
 
     def search_space(self) -> dict:
-        space = bench.training_space(weight_decay=1e-3)
-        space["weight_decay"] = bench.Float(1e-5, 1.0, 1e-3, log=True)
-        space["eta"] = bench.Float(1e-3, 1.0, 0.05, log=True)
-        space["adjustment"] = bench.Float(0.0, 5.0, 0.0)
-        space["sampling"] = bench.Choice(("uniform", "group"), "uniform", tune=False)
-        return space
+        return GroupDRORule.space()
 
     def train(self, train, val, ctx):
         p = ctx.params

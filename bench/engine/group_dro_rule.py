@@ -38,6 +38,19 @@ class GroupDRORule(BatchRule):
             self._adjust_np = self.adjust.numpy()
             self._log_q_np = self.log_q.numpy().copy()
 
+    @staticmethod
+    def space() -> dict:
+        """Group DRO's search space (training settings, strong L2, η, C, sampling), shared
+        by every method that runs it (groupdro, eiil)."""
+        from bench.tuning.space import Choice, Float, training_space
+
+        space = training_space(weight_decay=1e-3)
+        space["weight_decay"] = Float(1e-5, 1.0, 1e-3, log=True)
+        space["eta"] = Float(1e-3, 1.0, 0.05, log=True)
+        space["adjustment"] = Float(0.0, 5.0, 0.0)
+        space["sampling"] = Choice(("uniform", "group"), "uniform", tune=False)
+        return space
+
     @property
     def q(self) -> torch.Tensor:
         if self._cpu:

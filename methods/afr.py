@@ -39,11 +39,6 @@ def afr_weights(p_true: torch.Tensor, y: torch.Tensor, n_classes: int, gamma: fl
     return w / w.sum()
 
 
-def linear_head(ctx: bench.Context):  # noqa: ANN201
-    """A fresh linear head: AFR retrains the network's last layer, a linear classifier."""
-    return bench.HeadFactory(**{**ctx.heads.__dict__, "kind": "linear"}).make(ctx.generator)
-
-
 @bench.method
 class AFR(bench.Method):
     name = "afr"
@@ -89,7 +84,8 @@ class AFR(bench.Method):
         p = ctx.params
         erm_part, rw_part, held = self.split(train, float(p["heldout"]), ctx.generator)
         erm_cfg = bench.TrainConfig(epochs=int(p["erm_epochs"]), lr=float(p["erm_lr"]))
-        erm = yield bench.Stage(linear_head(ctx), erm_part, erm_cfg, report=False)
+        # AFR retrains the network's last layer: a linear classifier
+        erm = yield bench.Stage(ctx.make_head("linear"), erm_part, erm_cfg, report=False)
         with torch.no_grad():
             probs = erm.eval()(rw_part.x).softmax(-1)
         p_true = probs.gather(1, rw_part.y[:, None]).squeeze(1)

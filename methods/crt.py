@@ -26,11 +26,6 @@ def class_balanced_sampler(train: bench.FeatureSplit, batch_size: int) -> bench.
     return bench.Sampler.group_balanced(train.y, train.n_classes, batch_size)
 
 
-def linear_heads(ctx: bench.Context) -> bench.HeadFactory:
-    """The run's head factory, making linear heads (cRT's classifier is linear)."""
-    return bench.HeadFactory(**{**ctx.heads.__dict__, "kind": "linear"})
-
-
 @bench.method
 class CRT(bench.Method):
     name = "crt"
@@ -54,7 +49,7 @@ class CRT(bench.Method):
             for p in head.parameters():
                 p.requires_grad_(True)
         else:
-            head = linear_heads(ctx).make(ctx.generator)
+            head = ctx.make_head("linear")  # cRT's classifier is linear
         hooks = bench.Hooks(sampler=class_balanced_sampler(train, cfg.batch_size))
         head = yield bench.Stage(head, train, cfg, hooks)
         return bench.Predictor(head)

@@ -128,7 +128,9 @@ class LfF(bench.Method):
 
     def train(self, train, val, ctx):
         p = ctx.params
-        biased, debiased = ctx.make_head(), ctx.make_head()
+        # linear heads (the paper's classifiers): GCE on a prompt head's 100·cos logits
+        # saturates p_y and the weights invert the classes (synthetic: WGA 12 vs 67)
+        biased, debiased = ctx.make_head("linear"), ctx.make_head("linear")
         loss = LfFLoss(train.y, train.n_classes, p["q"], p["ema_alpha"], p["normalise"])
         cfg = bench.TrainConfig.from_params(p)
         module = yield bench.Stage(TwoHeads(biased, debiased), train, cfg,

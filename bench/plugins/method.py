@@ -114,6 +114,11 @@ class Context:
     heads: HeadFactory
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("bench.plugins.method"))
 
-    def make_head(self) -> torch.nn.Module:
-        """A fresh head (prompt head where text embeddings exist, unless --head says otherwise)."""
-        return self.heads.make(self.generator)
+    def make_head(self, kind: str | None = None) -> torch.nn.Module:
+        """A fresh head: the run's kind (prompt where text embeddings exist, unless --head
+        says otherwise), or `kind` ("linear") for a method whose mechanism needs one."""
+        if kind is None:
+            return self.heads.make(self.generator)
+        from dataclasses import replace
+
+        return replace(self.heads, kind=kind).make(self.generator)

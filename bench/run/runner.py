@@ -389,6 +389,7 @@ class Run:
             tracker.artifact(parent, path)
         tracker.finish("FINISHED")
         publish("finished")
+        sqlite_pragmas.checkpoint(self.run_dir)
         return RunResult(self.run_dir, table, board)
 
     def identity(self) -> dict[str, Any]:

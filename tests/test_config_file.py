@@ -72,3 +72,21 @@ def test_config_errors_are_one_line_exit_2(tmp_path):
     assert r.returncode == 2 and "missing.toml: no such file" in r.stderr
     r = bench_cli("run", "--preset", "jtt-papr")
     assert r.returncode == 2 and "did you mean 'jtt-paper'" in r.stderr
+
+
+def test_the_file_alone_sets_the_run(tmp_path, monkeypatch):
+    """No flags beside --config: every setting comes from the file (typer's own click
+    copy reports parameter sources with another enum; defaults must not count as given)."""
+    import sys
+
+    import bench.cli as cli
+
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('methods = ["erm", "jtt"]\nseeds = 5\ntrials = 0\n')
+    seen = {}
+    monkeypatch.setattr(cli, "_run", lambda **kw: seen.update(kw))
+    monkeypatch.setattr(sys, "argv", ["bench", "run", "--config", str(cfg)])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code in (0, None)
+    assert seen["methods"] == "erm,jtt" and seen["seeds"] == 5 and seen["trials"] == 0

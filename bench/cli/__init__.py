@@ -127,8 +127,6 @@ def run(
         help="Trials per tuning round, trained as one batched computation (and final seeds).",
     ),
 ) -> None:
-    from click.core import ParameterSource
-
     from bench.run import config_file
 
     layers = []
@@ -137,8 +135,10 @@ def run(
     if config is not None:
         layers.append(config_file.load(config, "--config"))
     if layers:
+        # by name: typer ships its own copy of click, whose ParameterSource is another enum
         given = {k: v for k, v in ctx.params.items()
-                 if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)}
+                 if getattr(ctx.get_parameter_source(k), "name", "DEFAULT")
+                 in ("COMMANDLINE", "ENVIRONMENT")}
         if "methods" in given:
             given["methods"] = _csv(given["methods"])
         for layer in layers:
@@ -150,27 +150,14 @@ def run(
                 layer["params"] = [p for p in layer["params"]
                                    if p.split(".", 1)[0] in [*chosen, "*"]]
         merged = config_file.merge(layers, given)
-        methods = merged.get("methods", _csv(methods))
-        methods = ",".join(methods) if isinstance(methods, list) else methods
-        dataset = merged.get("dataset", dataset)
-        trials, seeds = merged.get("trials", trials), merged.get("seeds", seeds)
-        seed_offset = merged.get("seed_offset", seed_offset)
-        replicates = merged.get("replicates", replicates)
-        selection, encoder = merged.get("selection", selection), merged.get("encoder", encoder)
-        head, device = merged.get("head", head), merged.get("device", device)
-        parallel_trials = merged.get("parallel_trials", parallel_trials)
-        timeout = merged.get("timeout", timeout)
-        data_root = Path(merged["data_root"]) if merged.get("data_root") else data_root
-        params, dataset_opt = merged.get("params", params), merged.get("dataset_opt", dataset_opt)
-    _run(
-        dataset=dataset, methods=methods, dataset_opt=dataset_opt, data_root=data_root,
-        encoder=encoder, head=head, selection=selection, trials=trials, seeds=seeds,
-        seed_offset=seed_offset, replicates=replicates, params=params, out_dir=out_dir,
-        runs_dir=runs_dir, storage=storage, tracking_uri=tracking_uri, device=device,
-        plugins=plugins, timeout=timeout, no_progress=no_progress,
-        encode_batch_size=encode_batch_size, encode_workers=encode_workers,
-        parallel_trials=parallel_trials,
-    )
+        if isinstance(merged.get("methods"), list):
+            merged["methods"] = ",".join(merged["methods"])
+        if merged.get("data_root"):
+            merged["data_root"] = Path(merged["data_root"])
+        opts = {k: v for k, v in ctx.params.items() if k not in ("config", "preset")}
+        _run(**{**opts, **{k: v for k, v in merged.items() if k in opts}})
+        return
+    _run(**{k: v for k, v in ctx.params.items() if k not in ("config", "preset")})
 
 
 def _run(*, dataset: str, methods: str | None, dataset_opt: list[str] | None,
@@ -183,11 +170,6 @@ def _run(*, dataset: str, methods: str | None, dataset_opt: list[str] | None,
     from bench.run.config import RunConfig, parse_dataset_opts
     from bench.run.runner import run as run_benchmark
 
-    for flag, value, low in (("--trials", trials, 0), ("--seeds", seeds, 1),
-                             ("--replicates", replicates, 1),
-                             ("--parallel-trials", parallel_trials, 1)):
-        if value < low:
-            raise UserError(f"{flag} {value}: must be at least {low}")
     cfg = RunConfig(
         dataset=dataset,
         methods=_csv(methods),

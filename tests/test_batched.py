@@ -209,17 +209,26 @@ def test_methods_fit_batched_equals_fit(tmp_path):
 
 
 def test_batched_final_seeds_equal_one_at_a_time(tmp_path):
+    from bench.run.fitting import batches
     from bench.run.runner import Run, RunConfig
-    from bench.tuning.batched import prefit_seeds
 
     run = Run(RunConfig(methods=["reweight"], runs_dir=tmp_path, progress=False,
                         dataset_opts={"n_train": "600", "n_val": "300", "n_test": "400"}))
     entry, val = run.entries["reweight"], run.store.splits["val"]
     params = {k: p.default for k, p in entry.search_space().items()}
     one = [run.fit(entry, params, seed) for seed in (0, 1, 2)]
-    prefit_seeds(run, entry, params, [0, 1, 2])
-    many = [run.fit(entry, params, seed) for seed in (0, 1, 2)]
-    assert not run.prefit.items  # every seed came out of the batch
+    assert batches(entry)
+    calls = []
+    real = type(entry.create()).fit_batched
+
+    def spy(self, train, val, ctxs):  # noqa: ANN001, ANN202
+        calls.append(len(ctxs))
+        return real(self, train, val, ctxs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(type(entry.create()), "fit_batched", spy)
+        many = [f.predictor() for f in run.fitter.fit_many(entry, [params] * 3, [0, 1, 2])]
+    assert calls == [3]  # one computation for the three seeds
     tol = 1e-5 * run.store.logit_scale  # 20 epochs of rounding, seen through the scale s
     for a, b in zip(one, many, strict=True):
         assert a is not b

@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from bench.data.store import LabelWithheld
 from bench.errors import UserError
 from bench.plugins import registry
+from bench.run.fitting import Fitter
 from bench.run.runner import Run, RunConfig, run
 from bench.tuning.seeding import TUNING_SEED_BASE
 from bench.tuning.space import Int, suggest_all, violations
@@ -48,13 +49,13 @@ def test_a_methods_rows_do_not_depend_on_the_other_methods(tmp_path):
 
 def test_tuning_trials_and_final_seeds_use_disjoint_seed_streams(tmp_path, monkeypatch):
     seen: list[tuple[bool, int]] = []
-    original = Run.fit
+    original = Fitter.fit_many
 
-    def spy(self, entry, params, seed, trial=None, log_to=None):
-        seen.append((trial is not None, seed))
-        return original(self, entry, params, seed, trial, log_to)
+    def spy(self, entry, params, seeds, trials=None):
+        seen.extend((trials is not None, s) for s in seeds)
+        return original(self, entry, params, seeds, trials)
 
-    monkeypatch.setattr(Run, "fit", spy)
+    monkeypatch.setattr(Fitter, "fit_many", spy)
     result = run(small(tmp_path, "r", methods=["erm"], params=FAST[:1], replicates=2))
     trial_seeds = {s for is_trial, s in seen if is_trial}
     final = {s for is_trial, s in seen if not is_trial}
@@ -216,9 +217,9 @@ def test_label_free_selection_sees_no_validation_group_labels(tmp_path, monkeypa
         seen.append(split.has_group_labels)
         return original(predictor, split, store)
 
-    monkeypatch.setattr("bench.run.runner.evaluate", spy)
+    monkeypatch.setattr("bench.run.fitting.evaluate", spy)
     r = Run(small(tmp_path, "wc", methods=["erm"], selection="worst-class"))
-    score = r.selection_score(r.fit(registry.get_method("erm"), {"epochs": 2}, 0))
+    score = r.fitter.selection_score(r.fit(registry.get_method("erm"), {"epochs": 2}, 0))
     assert seen == [False] and 0 < score <= 1
     train, val = r.lent_splits(registry.get_method("erm"))
     assert not train.has_group_labels and not val.has_group_labels

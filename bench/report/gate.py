@@ -24,7 +24,7 @@ The stopping rule (docs/regression-gate.md has the proof):
 
 Pairing: seed s of both arms uses the same initialisation, batch order and dropout
 stream. The harness derives those from (dataset, method name, seed), so when NEW is
-another method name (`sfr` vs `sfr-v2`) both arms draw from OLD's stream (`PairedRun`);
+another method name (`sfr` vs `sfr-v2`) both arms draw from OLD's stream (`Fitter.stream`);
 the ERM reference model depends on the seed only and is shared.
 """
 
@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -185,19 +185,6 @@ def parse_arm(spec: str, flag: str) -> Arm:
     return Arm(flag.lstrip("-"), spec, entry, params, given)
 
 
-class PairedRun(Run):
-    """A Run whose fits all draw from one method's seed stream (initialisation, batch
-    order, dropout masks), so that seed s means the same realisation for both arms even
-    when their method names differ."""
-
-    stream: str = ""
-
-    def context(self, entry: MethodEntry, params: dict[str, Any], seed: int):  # noqa: ANN201
-        if self.stream and entry.name != self.stream:
-            entry = replace(entry, name=self.stream)
-        return super().context(entry, params, seed)
-
-
 # -- the gate ----------------------------------------------------------------------------------
 @dataclass
 class GateResult:
@@ -263,7 +250,7 @@ def _default_out(cfg: GateConfig, identity: dict[str, Any]) -> Path:
 
 def _fit(run: Run, arm: Arm, seed: int, rows_dir: Path, run_name: str) -> dict[str, Any]:
     """One seed of one arm, or its saved row (a rerun resumes)."""
-    path = rows_dir / f"{arm.entry.name}-seed{seed}.parquet"
+    path = results.seed_row_path(rows_dir, arm.entry.name, seed)
     if path.exists():
         try:
             return pl.read_parquet(path).row(0, named=True)
@@ -296,13 +283,13 @@ def gate(cfg: GateConfig, on_look: Callable[[Look, GateResult], None] | None = N
     identity = cfg.identity(old, new)
     out = Path(cfg.out) if cfg.out else _default_out(cfg, identity)
     names = list(dict.fromkeys([old.entry.name, new.entry.name]))
-    run = PairedRun(RunConfig(
+    run = Run(RunConfig(
         dataset=cfg.dataset, methods=names, dataset_opts=dict(cfg.dataset_opts),
         data_root=cfg.data_root, encoder=cfg.encoder, head=cfg.head, selection=cfg.selection,
         trials=0, seeds=d.cap, seed_offset=cfg.seed_offset, out=out / "work",
         runs_dir=cfg.runs_dir, device=cfg.device, plugins=list(cfg.plugins), progress=False,
     ), console)
-    run.stream = old.entry.name
+    run.fitter.stream = old.entry.name  # seed s: one realisation for both arms
     for arm in (old, new):
         why = run.why_not(arm.entry)
         if why is not None:

@@ -67,6 +67,11 @@ def write_atomic(df: pl.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def seed_row_path(rows_dir: Path, method: str, seed: int, failed: bool = False) -> Path:
+    """Where one final seed's row lives in a run's rows/ folder (a failure: its own file)."""
+    return rows_dir / f"{method}-seed{seed}{'-failed' if failed else ''}.parquet"
+
+
 def read_rows(folder: Path) -> pl.DataFrame:
     """All per-seed row files under folder, skipping unreadable (partial) ones."""
     frames = []

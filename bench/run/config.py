@@ -36,8 +36,24 @@ class RunConfig:
     progress: bool = True
     encode_batch_size: int = 256  # images/texts per encoder batch (features are cached)
     encode_workers: int | None = None  # DataLoader workers for encoding; None: automatic
-    parallel_trials: int = 1  # trials per tuning round, trained as one batch (tuning_batched)
+    parallel_trials: int = 1  # trials per tuning round, trained as one batch (bench.run.fitting)
     replicates: int = 1  # sweep replicates: tune → select → final seeds, R times
+
+    def check(self) -> None:
+        """Counts a run cannot have (before anything is loaded or created)."""
+        from bench.tuning.seeding import TUNING_SEED_BASE
+
+        for flag, value, least in (("--trials", self.trials, 0), ("--seeds", self.seeds, 1),
+                                   ("--seed-offset", self.seed_offset, 0),
+                                   ("--parallel-trials", self.parallel_trials, 1),
+                                   ("--replicates", self.replicates, 1)):
+            if value < least:
+                raise UserError(f"{flag} {value}: must be {least} or more")
+        if self.seed_offset + self.seeds * self.replicates > TUNING_SEED_BASE:
+            raise UserError(
+                f"--seed-offset {self.seed_offset} with {self.seeds} seeds × {self.replicates} "
+                f"replicates reaches the tuning seeds ({TUNING_SEED_BASE} and up)"
+            )
 
     def identity(self) -> dict[str, Any]:
         """What decides the numbers: the run directory's name hashes exactly this."""

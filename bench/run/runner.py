@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import socket
@@ -20,24 +19,21 @@ from typing import Any
 
 import optuna
 import polars as pl
-import torch
 
-from bench.data.dataset import Dataset, DatasetOptions
+from bench.data.dataset import DatasetOptions
 from bench.data.features import feature_store
-from bench.data.store import FeatureSplit, FeatureStore, lend
+from bench.data.store import FeatureSplit, FeatureStore
 from bench.encoders.factory import default_encoder_for, get_encoder
-from bench.engine.heads import HEAD_KINDS, HeadFactory, head_kind
+from bench.engine.heads import HEAD_KINDS, HeadFactory
 from bench.engine.predictor import Predictor
 from bench.engine.references import ReferenceStore
-from bench.engine.trainer import Trainer
 from bench.errors import UserError
 from bench.plugins import registry
 from bench.plugins.method import Context
 from bench.plugins.registry import MethodEntry
 from bench.report import results
 from bench.report.leaderboard import Board, render_markdown, summarize
-from bench.report.metrics import Metrics, evaluate
-from bench.report.publish import row_tags
+from bench.report.metrics import Metrics
 from bench.run import sqlite_pragmas
 from bench.run.config import RunConfig, method_names, parse_params, resolve_device
 from bench.run.directory import (
@@ -48,26 +44,40 @@ from bench.run.directory import (
     write_json_atomic,
     write_text_atomic,
 )
+from bench.run.final_seeds import FinalSeeds
+from bench.run.fitting import Fitter
 from bench.run.progress import make_progress
 from bench.run.provenance import git_commit, now, version
 from bench.run.record import publish_run
 from bench.run.redact import redact, remember
-from bench.run.tracking import KIND, STUDY, TRIAL, Tracker, check_uri, default_uri
-from bench.tuning.seeding import TUNING_SEED_BASE, derive_seed, final_seeds, generator, tuning_seed
-from bench.tuning.selection import SelectionRule, check_allowed, get_rule, labels_used, select_score
+from bench.run.resume import Recovered, recover, report_resume, tuned_before
+from bench.run.row_logging import log_row
+from bench.run.tracking import Tracker, check_uri, default_uri
+from bench.run.trials import TrialRounds
+from bench.tuning.seeding import derive_seed, final_seeds, tuning_seed
+from bench.tuning.selection import SelectionRule, check_allowed, get_rule, labels_used
 from bench.tuning.space import Param, violations
 from bench.tuning.space import tunable as tunable_params
 from bench.tuning.study import (
     TuneOutcome,
     finished_trials,
     heartbeat,
-    interrupted,
     open_storage,
     open_study,
     tune,
 )
 
 log = logging.getLogger("bench.run")
+
+
+@dataclass
+class Chosen:
+    """What a replicate's tuning decided (or why it decided nothing)."""
+
+    params: dict[str, Any]
+    trials: int
+    best_is_default: bool | None
+    failure: str | None = None
 
 
 @dataclass
@@ -103,9 +113,8 @@ class Run:
     a `bench worker` passes the coordinator's key.
     """
 
-    prefit: Any = None  # heads fitted as one batch (--parallel-trials), see Run.fit
-
     def __init__(self, cfg: RunConfig, console: Any = None, key: str | None = None) -> None:
+        cfg.check()
         self.cfg = cfg
         self.console = console
         remember(cfg.storage)
@@ -121,21 +130,6 @@ class Run:
         self.rule: SelectionRule = get_rule(cfg.selection)
         if cfg.head not in HEAD_KINDS:
             raise UserError(f"--head {cfg.head}: expected one of {', '.join(HEAD_KINDS)}")
-        if cfg.trials < 0:
-            raise UserError(f"--trials {cfg.trials}: must be 0 or more")
-        if cfg.seeds < 1:
-            raise UserError(f"--seeds {cfg.seeds}: must be 1 or more")
-        if cfg.seed_offset < 0:
-            raise UserError(f"--seed-offset {cfg.seed_offset}: must be 0 or more")
-        if cfg.parallel_trials < 1:
-            raise UserError(f"--parallel-trials {cfg.parallel_trials}: must be 1 or more")
-        if cfg.replicates < 1:
-            raise UserError(f"--replicates {cfg.replicates}: must be 1 or more")
-        if cfg.seed_offset + cfg.seeds * cfg.replicates > TUNING_SEED_BASE:
-            raise UserError(
-                f"--seed-offset {cfg.seed_offset} with {cfg.seeds} seeds × {cfg.replicates} "
-                f"replicates reaches the tuning seeds ({TUNING_SEED_BASE} and up)"
-            )
         self.fixed = parse_params(cfg.params, self.entries)
         for name in self.entries:
             defaults, fixed, _ = self.plan(self.entries[name])
@@ -188,6 +182,8 @@ class Run:
             self.store.visual_projection, self.store.logit_scale, cfg.head,
         )
         self.references = ReferenceStore(self.store, self.heads, self.run_dir / "references")
+        self.fitter = Fitter(self.spec, self.plugin, self.store, self.heads, self.references,
+                             self.rule, self.device)
 
     @staticmethod
     def _load_plugins(cfg: RunConfig) -> list[str]:
@@ -214,91 +210,19 @@ class Run:
 
         return cache_dir()
 
-    # -- one fit -----------------------------------------------------------------------
-    @property
-    def label_free_reason(self) -> str:
-        return f"selection '{self.rule.name}' uses no group labels"
-
+    # -- one fit (bench.run.fitting) ------------------------------------------------------
     def lent_splits(self, entry: MethodEntry) -> tuple[FeatureSplit, FeatureSplit]:
-        """Train and val as the method may see them: group and attribute labels only of
-        the splits it declared, and only where the selection rule allows labels at all."""
-        out = []
-        for name in ("train", "val"):
-            split = self.store.splits[name]
-            if not self.rule.allows_group_labels:
-                split = split.withhold(self.label_free_reason)
-            elif name not in entry.group_labels:
-                split = split.withhold(
-                    f"method '{entry.name}' does not declare '{name}' in its group_labels")
-            out.append(split)
-        return out[0], out[1]
-
-    def selection_metrics(self, predictor: Predictor) -> Metrics:
-        """Validation metrics as the selection rule sees them: a label-free rule sees the
-        validation split without its group labels (so only label-free metrics)."""
-        val = self.store.splits["val"]
-        if not self.rule.val_group_labels:
-            val = val.withhold(self.label_free_reason)
-        return evaluate(predictor, val, self.store)
-
-    def selection_score(self, predictor: Predictor) -> float:
-        """The validation score the selection rule ranks by."""
-        return select_score(self.selection_metrics(predictor).as_dict(), self.rule)
+        return self.fitter.lent_splits(entry)
 
     def context(self, entry: MethodEntry, params: dict[str, Any], seed: int) -> Context:
-        method = entry.name
-        gen = generator(self.spec.name, method, "seed", seed)
-        torch.manual_seed(derive_seed(self.spec.name, method, "torch", seed))
-        return Context(
-            params=params, seed=seed, device=self.device, generator=gen,
-            store=lend(self.store, *self.lent_splits(entry)),
-            trainer=Trainer(self.device, gen), references=self.references, heads=self.heads,
-            log=logging.getLogger(f"bench.plugins.method.{method}"),
-        )
+        return self.fitter.context(entry, params, seed)
 
-    def fit(
-        self, entry: MethodEntry, params: dict[str, Any], seed: int, trial=None,  # noqa: ANN001
-        log_to: tuple[Tracker, str] | None = None,
-    ) -> Predictor:
-        """One fit; in a trial, per-epoch validation scores feed the pruner (and MLflow)."""
-        if self.prefit is not None:  # --parallel-trials: fitted in a batch (tuning_batched)
-            fitted = self.prefit.take(entry.name, seed, trial, log_to)
-            if fitted is not None:
-                return fitted
-        ctx = self.context(entry, params, seed)
-        train, val = self.lent_splits(entry)
-        scores: list[tuple[int, float]] = []
-        if trial is not None:
-            def report(epoch: int, head: torch.nn.Module) -> None:
-                score = self.selection_score(Predictor(head))
-                trial.report(score, epoch)
-                scores.append((epoch, score))
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at epoch {epoch}")
-
-            ctx.trainer.reporter = report
-        try:
-            return entry.create().fit(train, val, ctx)
-        finally:  # the per-epoch scores in one MLflow write (one per epoch cost a commit each)
-            if log_to is not None and scores:
-                log_to[0].metrics_by_step(log_to[1], f"epoch_val_{self.rule.metric}", scores)
+    def fit(self, entry: MethodEntry, params: dict[str, Any], seed: int) -> Predictor:
+        """One configuration outside tuning (what a final seed fits)."""
+        return self.fitter.fit(entry, params, seed)
 
     def evaluate_splits(self, predictor: Predictor) -> tuple[Metrics | None, Metrics]:
-        """Validation metrics (None on an evaluation-only dataset) and test metrics."""
-        val = self.store.splits["val"]
-        return (
-            evaluate(predictor, val, self.store) if len(val) else None,
-            evaluate(predictor, self.store.splits["test"], self.store),
-        )
-
-    def extra_metrics(self, predictor: Predictor) -> dict[str, float]:
-        """The dataset's own metrics on the test split (Dataset.extra_metrics)."""
-        if type(self.plugin).extra_metrics is Dataset.extra_metrics:
-            return {}
-        test = self.store.splits["test"]
-        md = self.spec.metadata.filter(pl.Series(self.spec.split_mask("test")))
-        pred = predictor.predict(test.x).cpu().numpy()
-        return {k: float(v) for k, v in self.plugin.extra_metrics(md, pred).items()}
+        return self.fitter.evaluate_splits(predictor)
 
     # -- the whole run -------------------------------------------------------------------
     def base_row(self, entry: MethodEntry, replicate: int = 0) -> dict[str, Any]:
@@ -357,7 +281,7 @@ class Run:
         progress = make_progress(self.console, "trials+seeds") if cfg.progress else None
         try:
             publish("running")  # from here on `bench worker --storage URL` can join
-            self.report_resume(self.recover(tracker), rows_dir)
+            report_resume(self.recover(tracker), self.run_dir, self.console)
             if progress is not None:
                 progress.start()
             for entry in self.entries.values():
@@ -408,26 +332,8 @@ class Run:
             "spurbench.synthetic": str(self.spec.synthetic).lower(),
         }
 
-    def log_row(
-        self, tracker: Tracker, row: dict, metrics: dict | None = None,
-        run_id: str | None = None, artifacts: dict[str, Any] | None = None,
-    ) -> None:
-        """A results row as a nested final MLflow run that `bench leaderboard publish
-        --from-mlflow` reads back into the same row (descriptive fields as tags).
-        `run_id`: end that (already started) run with the row instead of a new one."""
-        seed = row.get("seed")
-        tags = {"spurbench.kind": "final", "spurbench.method": row["method"],
-                **({"spurbench.seed": str(seed)} if seed is not None else {}),
-                **self.tags(), **row_tags(row)}
-        status = "FAILED" if row["status"] == "failed" else "FINISHED"
-        if run_id is not None:
-            tracker.end_child(run_id, status, metrics, tags, artifacts)
-            return
-        tracker.nested(
-            f"{row['method']}/" + (f"seed-{seed}" if seed is not None else row["status"]),
-            params=json.loads(row["params"]) if row.get("params") else None, metrics=metrics,
-            tags=tags, status=status,
-        )
+    def log_row(self, tracker: Tracker, row: dict[str, Any]) -> None:
+        log_row(tracker, self.tags(), row)
 
     # -- per method ----------------------------------------------------------------------
     def why_not(self, entry: MethodEntry) -> str | None:
@@ -493,39 +399,10 @@ class Run:
         if not budget:
             return None
         study = self.open_study(entry, replicate)
-        name = study.study_name
-        worker = f"{socket.gethostname()}/{os.getpid()}"
-        seed = tuning_seed(replicate)
-
-        def objective(p: dict[str, Any], trial: optuna.trial.Trial):  # noqa: ANN202
-            params = {**defaults, **p}
-            run_id = tracker.start_child(
-                f"{entry.name}/trial-{trial.number}", params=params,
-                tags={KIND: "trial", STUDY: name, TRIAL: str(trial.number),
-                      "spurbench.method": entry.name, "spurbench.worker": worker, **self.tags()},
-            )
-            try:
-                predictor = self.fit(entry, params, seed, trial=trial, log_to=(tracker, run_id))
-                val = {k: v for k, v in self.selection_metrics(predictor).as_dict().items()
-                       if math.isfinite(v)}
-            except optuna.TrialPruned:
-                tracker.end_child(run_id, "FINISHED", tags={"spurbench.state": "PRUNED"})
-                raise
-            except KeyboardInterrupt:
-                tracker.end_child(run_id, "KILLED", tags={"spurbench.state": "INTERRUPTED"})
-                raise
-            except Exception as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-                tracker.end_child(run_id, "FAILED", tags={
-                    "spurbench.state": "FAIL", "spurbench.fail_reason": reason})
-                raise
-            score = float(val.get(self.rule.metric, math.nan))
-            ok = math.isfinite(score)
-            tracker.end_child(
-                run_id, "FINISHED" if ok else "FAILED", {f"val_{k}": v for k, v in val.items()},
-                {"spurbench.state": "COMPLETE" if ok else "FAIL", "spurbench.score": str(score)},
-            )
-            return score, {f"val_{k}": v for k, v in val.items()}
+        rounds = TrialRounds(
+            self.fitter, tracker, entry, defaults, tuning_seed(replicate), study.study_name,
+            f"{socket.gethostname()}/{os.getpid()}", self.tags(),
+        )
 
         def on_trial(_: optuna.trial.FrozenTrial) -> None:
             if on_progress is not None:
@@ -533,77 +410,15 @@ class Run:
 
         if on_progress is not None:
             on_progress(min(len(finished_trials(study)), budget))
-        if self.cfg.parallel_trials > 1:
-            from bench.tuning.batched import tune_parallel
+        return tune(study, tunable, fixed, budget, None, self.cfg.timeout, on_trial, wait,
+                    defaults, width=self.cfg.parallel_trials, rounds=rounds)
 
-            return tune_parallel(self, entry, study, tunable, fixed, budget, objective, on_trial,
-                                 wait, seed)
-        return tune(study, tunable, fixed, budget, objective, self.cfg.timeout, on_trial, wait,
-                    defaults)
-
-    def recover(self, tracker: Tracker) -> dict[str, int]:
-        """After a crash: fail trials of dead processes, mark their MLflow runs KILLED.
-        Returns what it found: finished trials, interrupted trials failed, runs killed."""
-        studies = {}
-        found = {"trials": 0, "interrupted": 0, "killed": 0}
-        for entry in self.entries.values():
-            if self.budget(entry) and self.why_not(entry) is None:
-                for replicate in range(self.cfg.replicates):
-                    study = self.open_study(entry, replicate)
-                    found["interrupted"] += len(heartbeat.fail_stale(study))
-                    found["trials"] += len(finished_trials(study))
-                    studies[study.study_name] = study
-
-        def trial_state(study_name: str, number: int) -> str | None:
-            study = studies.get(study_name)
-            trials = study.get_trials(deepcopy=False) if study is not None else []
-            found = [t for t in trials if t.number == number]
-            if not found:
-                return None
-            return "INTERRUPTED" if interrupted(found[0]) else found[0].state.name
-
-        fixed = tracker.reconcile(trial_state)
-        found["killed"] = fixed or 0
-        if fixed:
-            log.info("marked %d MLflow runs of interrupted trials or seeds as KILLED", fixed)
-        return found
-
-    def report_resume(self, found: dict[str, int], rows_dir: Path) -> None:
-        """One line on resume: what this run directory already held, so a user sees that
-        nothing completed is redone (and what an interruption cost)."""
-        seeds = len([p for p in rows_dir.glob("*-seed*.parquet") if "-failed" not in p.name])
-        if not (found["trials"] or seeds or found["interrupted"]):
-            return
-        line = (f"resuming {self.run_dir}: {found['trials']} finished trial(s) and {seeds} "
-                "final seed(s) kept")
-        if found["interrupted"]:
-            line += (f"; {found['interrupted']} interrupted trial(s) do not count (new trials "
-                     "fill the budget)")
-        if found["killed"]:
-            line += f"; {found['killed']} MLflow run(s) of interrupted work marked KILLED"
-        if self.console is not None:
-            self.console.print(line, highlight=False, soft_wrap=True)
-        else:
-            log.warning(line)
-
-    def _tuned_before(
-        self, rows_dir: Path, entry: MethodEntry, replicate: int
-    ) -> dict[str, Any] | None:
-        """What tuning decided for a replicate whose seeds already started: once a seed
-        ran, tuning of that replicate is closed, so every seed of it uses the same
-        parameters (even after --timeout)."""
-        for seed in final_seeds(self.cfg.seed_offset, self.cfg.seeds, replicate):
-            path = rows_dir / f"{entry.name}-seed{seed}.parquet"
-            if not path.exists():
-                continue
-            try:
-                row = pl.read_parquet(path).row(0, named=True)
-            except Exception:  # a torn file: results.read_rows removes it
-                continue
-            if row.get("method") == entry.name and row.get("params"):
-                return {"params": json.loads(row["params"]), "trials": int(row.get("trials") or 0),
-                        "best_is_default": row.get("best_is_default")}
-        return None
+    def recover(self, tracker: Tracker) -> Recovered:
+        """After a crash: fail trials of dead processes, mark their MLflow runs KILLED."""
+        studies = [self.open_study(entry, r) for entry in self.entries.values()
+                   if self.budget(entry) and self.why_not(entry) is None
+                   for r in range(self.cfg.replicates)]
+        return recover(studies, tracker)
 
     def _skip(self, entry: MethodEntry, tracker: Tracker, rows_dir: Path, why: str) -> None:
         if len(self.entries) == 1:
@@ -637,87 +452,52 @@ class Run:
     ) -> None:
         """One sweep replicate of a method: tune (its own sampler seed), select, then its
         own final seeds."""
-        cfg = self.cfg
         row = self.base_row(entry, replicate)
-        defaults, fixed, _ = self.plan(entry)
-        budget = self.budget(entry)
-        params = {**defaults, **fixed}
-        n_trials, best_is_default = 0, None
+        chosen = self.choose(entry, tracker, rows_dir, replicate, advance)
         tag = f"-r{replicate}" if replicate else ""
         failed_tuning = rows_dir / f"{entry.name}{tag}-failed.parquet"
-        before = self._tuned_before(rows_dir, entry, replicate)
-        if before is not None:
-            params, n_trials = before["params"], before["trials"]
-            best_is_default = before["best_is_default"]
-            advance(min(n_trials, budget))
-        elif budget:
-            last = [0]
-
-            def on_progress(n: int) -> None:  # n: this replicate's finished trials
-                advance(n - last[0])
-                last[0] = n
-
-            outcome = self.tune_method(entry, tracker, wait=True, on_progress=on_progress,
-                                       replicate=replicate)
-            assert outcome is not None
-            n_trials = outcome.finished
-            if not outcome.completed:
-                reason = "; ".join(outcome.failures[:3]) or "no trial completed"
-                row.update(status="failed", trials=n_trials, reason=f"every trial failed: {reason}")
-                results.write_atomic(results.make_frame([row]), failed_tuning)
-                self.log_row(tracker, row)
-                return
-            params = {**defaults, **outcome.best_params}
-            best_is_default = outcome.best_is_default
+        if chosen.failure is not None:
+            row.update(status="failed", trials=chosen.trials, reason=chosen.failure)
+            results.write_atomic(results.make_frame([row]), failed_tuning)
+            self.log_row(tracker, row)
+            return
         failed_tuning.unlink(missing_ok=True)
-        seeds = final_seeds(cfg.seed_offset, cfg.seeds, replicate)
-        if cfg.parallel_trials > 1:  # the seeds still to run, as one batch
-            from bench.tuning.batched import prefit_seeds
+        seeds = FinalSeeds(self.fitter, tracker, entry, rows_dir, self.tags(),
+                           batch=self.cfg.parallel_trials > 1)
+        seeds.run({**row, "trials": chosen.trials, "best_is_default": chosen.best_is_default},
+                  chosen.params, self.final_seeds(replicate), advance)
 
-            prefit_seeds(self, entry, params, [
-                s for s in seeds if not (rows_dir / f"{entry.name}-seed{s}.parquet").exists()])
-        for seed in seeds:
-            path = rows_dir / f"{entry.name}-seed{seed}.parquet"
-            failed_path = rows_dir / f"{entry.name}-seed{seed}-failed.parquet"
-            if path.exists():
-                advance()
-                continue
-            seed_row = {**row, "trials": n_trials, "seed": seed,
-                        "params": json.dumps(params, sort_keys=True),
-                        "best_is_default": best_is_default}
-            run_id = tracker.start_child(
-                f"{entry.name}/seed-{seed}", params=params,
-                tags={KIND: "final", "spurbench.method": entry.name, "spurbench.seed": str(seed),
-                      "spurbench.replicate": str(replicate)},
-            )
-            try:
-                predictor = self.fit(entry, params, seed)
-                val, test = self.evaluate_splits(predictor)
-            except KeyboardInterrupt:
-                tracker.end_child(run_id, "KILLED", tags={"spurbench.state": "INTERRUPTED"})
-                raise
-            except UserError:
-                tracker.end_child(run_id, "FAILED")
-                raise
-            except Exception as exc:
-                reason = redact(f"seed {seed}: {type(exc).__name__}: {exc}")
-                seed_row.update(status="failed", reason=reason)
-                results.write_atomic(results.make_frame([seed_row]), failed_path)
-                self.log_row(tracker, seed_row, run_id=run_id)
-                continue
-            extra = self.extra_metrics(predictor)
-            seed_row.update(status="ok", head=head_kind(predictor.module),
-                            test_extra=json.dumps(extra, sort_keys=True) if extra else None,
-                            **results.metric_fields(val, test))
-            results.write_atomic(results.make_frame([seed_row]), path)
-            failed_path.unlink(missing_ok=True)
-            groups = {"val": val.per_group if val else None, "test": test.per_group,
-                      "test_counts": test.group_counts}
-            self.log_row(tracker, seed_row,
-                         {**(val.as_dict("val_") if val else {}), **test.as_dict("test_"),
-                          **{f"test_{k}": v for k, v in extra.items()}},
-                         run_id=run_id, artifacts={"per_group.json": groups})
-            advance()
+    def final_seeds(self, replicate: int) -> list[int]:
+        return final_seeds(self.cfg.seed_offset, self.cfg.seeds, replicate)
+
+    def choose(
+        self, entry: MethodEntry, tracker: Tracker, rows_dir: Path, replicate: int,
+        advance: Callable[[int], None],
+    ) -> Chosen:
+        """The parameters a replicate's final seeds use: what its tuning chose (kept once
+        a seed ran), or the defaults and fixed values when nothing is tuned."""
+        defaults, fixed, _ = self.plan(entry)
+        budget = self.budget(entry)
+        before = tuned_before(rows_dir, entry.name, self.final_seeds(replicate))
+        if before is not None:
+            advance(min(before["trials"], budget))
+            return Chosen(before["params"], before["trials"], before["best_is_default"])
+        if not budget:
+            return Chosen({**defaults, **fixed}, 0, None)
+        last = [0]
+
+        def on_progress(n: int) -> None:  # n: this replicate's finished trials
+            advance(n - last[0])
+            last[0] = n
+
+        outcome = self.tune_method(entry, tracker, wait=True, on_progress=on_progress,
+                                   replicate=replicate)
+        assert outcome is not None
+        if not outcome.completed:
+            reason = "; ".join(outcome.failures[:3]) or "no trial completed"
+            return Chosen({}, outcome.finished, None, f"every trial failed: {reason}")
+        return Chosen({**defaults, **outcome.best_params}, outcome.finished,
+                      outcome.best_is_default)
 
 
 def run(cfg: RunConfig, console: Any = None) -> RunResult:

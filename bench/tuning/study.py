@@ -19,6 +19,7 @@ or moves on (a worker).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -50,6 +51,10 @@ log = logging.getLogger("bench.tuning.study")
 
 # objective(params, trial) -> (score, extra metrics); it may call trial.report/should_prune
 Objective = Callable[[dict[str, Any], optuna.trial.Trial], tuple[float, dict[str, float]]]
+# a trial's outcome: (score, extra metrics), or the exception that ended it (TrialPruned...)
+Outcome = tuple[float, dict[str, float]] | BaseException
+# rounds([(trial, params), ...]) -> one outcome per trial, in order, as each is known
+Rounds = Callable[[list[tuple[optuna.trial.Trial, dict[str, Any]]]], Iterator[Outcome]]
 
 
 @dataclass
@@ -310,22 +315,28 @@ def after_tell(
         on_trial(frozen)
 
 
-def outcome_of(
-    trial: optuna.trial.Trial, params: dict[str, Any], objective: Objective
-) -> tuple[TrialState, float | None]:
-    """Run the objective for one trial and turn what happened into its state: pruned,
-    failed with a recorded reason (counts against the budget), interrupted (Ctrl-C: does
-    not count, re-raised), or complete with its score."""
-    try:
-        score, extra = objective(params, trial)
-    except optuna.TrialPruned:
+def one_at_a_time(objective: Objective) -> Rounds:
+    """A per-trial objective as a round: each trial's outcome, or the exception it raised
+    (Ctrl-C propagates)."""
+    def rounds(batch: list[tuple[optuna.trial.Trial, dict[str, Any]]]) -> Iterator[Outcome]:
+        for trial, params in batch:
+            try:
+                yield objective(params, trial)
+            except Exception as exc:  # noqa: BLE001 - the trial's own outcome
+                yield exc
+
+    return rounds
+
+
+def state_of(trial: optuna.trial.Trial, result: Outcome) -> tuple[TrialState, float | None]:
+    """What a trial's outcome makes it: pruned, failed with a recorded reason (counts
+    against the budget), or complete with its score."""
+    if isinstance(result, optuna.TrialPruned):
         return TrialState.PRUNED, None
-    except KeyboardInterrupt:
-        trial.set_user_attr(INTERRUPTED, True)
-        raise
-    except Exception as exc:
-        trial.set_user_attr(FAIL_REASON, redact(f"{type(exc).__name__}: {exc}"))
+    if isinstance(result, BaseException):
+        trial.set_user_attr(FAIL_REASON, redact(f"{type(result).__name__}: {result}"))
         return TrialState.FAIL, None
+    score, extra = result
     for k, v in extra.items():
         trial.set_user_attr(k, v)
     if not math.isfinite(score):
@@ -339,42 +350,77 @@ def tune(
     space: dict[str, Param],
     fixed: dict[str, Any],
     budget: int,
-    objective: Objective,
+    objective: Objective | None = None,
     timeout: float | None = None,
     on_trial: Callable[[FrozenTrial], None] | None = None,
     wait: bool = True,
     defaults: dict[str, Any] | None = None,
+    *,
+    width: int = 1,
+    rounds: Rounds | None = None,
 ) -> TuneOutcome:
     """Run trials until `budget` of them count (earlier runs and other processes included).
 
+    The one tuning loop, for one trial at a time (width 1) and for `--parallel-trials`:
+    each round asks Optuna for up to `width` trials (`study.ask`), hands the admitted ones
+    with their parameters to `rounds` (or to `objective`, one by one), and tells each its
+    outcome as it comes. A round's trials are proposed before any of them is told, so TPE
+    sees K results at a time; that is why `parallel_trials` is part of a run's identity.
+
     wait=True (the coordinator) returns when the budget is filled, waiting for trials
     other processes are running; wait=False (a worker) returns as soon as every slot is
-    taken. `timeout` (seconds) stops starting new trials. Ctrl-C fails the running trial
-    as interrupted (not counted) and propagates KeyboardInterrupt.
+    taken. `timeout` (seconds) stops starting new trials. Ctrl-C tells what was decided,
+    fails the rest as interrupted (not counted) and propagates KeyboardInterrupt.
     """
+    if (objective is None) == (rounds is None):
+        raise TypeError("tune() takes an objective or rounds, not both")
+    rounds = rounds or one_at_a_time(objective)  # type: ignore[arg-type]
     tunable = tunable_params(space, fixed)
     defaults = defaults or {}
     logging.getLogger("optuna").setLevel(logging.ERROR)
     started = time.monotonic()
-
-    def run(trial: optuna.trial.Trial) -> tuple[TrialState, float | None]:
-        if not _admitted(study, trial, budget):
-            trial.set_user_attr(SURPLUS, True)
-            return TrialState.FAIL, None
-        params = suggest_all(trial, tunable, fixed, defaults)
-        params.update(fixed)
-        return outcome_of(trial, params, objective)
-
-    for _ in open_slots(study, budget, started, timeout, wait):
-        trial = study.ask()  # pops a queued trial (the defaults) first
-        with heartbeat.Heartbeat(study, trial):  # owner stamped before anything can fail
-            try:
-                state, value = run(trial)
-            except KeyboardInterrupt:
-                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-                raise
-            except optuna.exceptions.UpdateFinishedTrialError:
-                state, value = TrialState.FAIL, None  # failed as dead by another process
-            frozen = study.tell(trial, value, state=state, skip_if_finished=True)
-        after_tell(study, frozen, state, on_trial)
+    for free, waiting in open_slots(study, budget, started, timeout, wait):
+        asked = [study.ask() for _ in range(min(width, max(free, waiting, 1)))]
+        with contextlib.ExitStack() as beats:  # owners stamped before anything can fail
+            for trial in asked:
+                beats.enter_context(heartbeat.Heartbeat(study, trial))
+            told = _round(study, asked, budget, tunable, fixed, defaults, rounds)
+            frozen = [(study.tell(t, v, state=s, skip_if_finished=True), s) for t, s, v in told]
+        for f, state in frozen:
+            after_tell(study, f, state, on_trial)
     return outcome(study, fixed)
+
+
+def _round(
+    study: optuna.Study, asked: list[optuna.trial.Trial], budget: int,
+    tunable: dict[str, Param], fixed: dict[str, Any], defaults: dict[str, Any], rounds: Rounds,
+) -> list[tuple[optuna.trial.Trial, TrialState, float | None]]:
+    """Admit what the budget allows (the rest is surplus), run the round, and decide each
+    trial's state; Ctrl-C tells what was decided and fails the rest as interrupted."""
+    told: list[tuple[optuna.trial.Trial, TrialState, float | None]] = []
+    try:
+        admitted = []
+        for trial in asked:
+            if _admitted(study, trial, budget):
+                admitted.append((trial, {**suggest_all(trial, tunable, fixed, defaults), **fixed}))
+            else:
+                trial.set_user_attr(SURPLUS, True)
+                told.append((trial, TrialState.FAIL, None))
+        if admitted:
+            results = rounds(admitted)
+            for (trial, _), result in zip(admitted, results, strict=True):
+                try:
+                    told.append((trial, *state_of(trial, result)))
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    told.append((trial, TrialState.FAIL, None))  # failed as dead elsewhere
+    except KeyboardInterrupt:
+        decided = {t.number for t, _, _ in told}
+        for trial, state, value in told:
+            study.tell(trial, value, state=state, skip_if_finished=True)
+        for trial in asked:
+            if trial.number not in decided:
+                with contextlib.suppress(Exception):
+                    trial.set_user_attr(INTERRUPTED, True)
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        raise
+    return told

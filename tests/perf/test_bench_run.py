@@ -16,18 +16,16 @@ import optuna
 import pytest
 from perfutil import WorkClock
 
-from bench.run import runner, tracking
+from bench.run import fitting, tracking
 from bench.run.runner import Run, RunConfig
-from bench.tuning import batched as tuning_batched
 from bench.tuning import heartbeat
 
 PHASES = ["encode", "tune", "final seeds", "report"]
 
 
 def _instrument(monkeypatch, work: WorkClock, phases: WorkClock) -> None:  # noqa: ANN001
-    work.install(monkeypatch, "numeric", Run, ["fit"])
-    work.install(monkeypatch, "numeric", runner, ["evaluate"])
-    work.install(monkeypatch, "numeric", tuning_batched, ["evaluate", "_fit_batch"])
+    work.install(monkeypatch, "numeric", fitting.Fitter, ["fit_many"])
+    work.install(monkeypatch, "numeric", fitting, ["evaluate"])
     work.install(
         monkeypatch,
         "mlflow",

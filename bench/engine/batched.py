@@ -115,7 +115,9 @@ class _Linear(_Kind):
         """Σ_i scale_i ∇CE_i over the block into `out` (added to it when accumulating)."""
         c, d = self.c, self.d
         segs = self._shifted(segs, offset)
-        if shared and k == 1 and c == 2:
+        if k == 1 and c == 2:  # own rows of one head (dropout) are its rows: [1, n, D]
+            if not shared:
+                xb, oh = xb[0], oh[0]
             sc = scale if isinstance(scale, _RuleScale) else scale.reshape(-1)
             self._binary_grad(segs, xb, oh, sc, out, accumulate)
             return
@@ -291,6 +293,9 @@ class _RuleScale:
 
     def from_ce(self, ce: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         """ce [k, n] of configurations lo..hi → their row weights [k, n]."""
+        if hi - lo == 1:
+            rows = self.rows if self.shared else self.rows[lo]
+            return self.rules[lo].scale(ce[0], rows).to(ce.dtype)[None]
         return torch.stack([
             self.rules[lo + j].scale(ce[j], self.rows if self.shared else self.rows[lo + j])
             for j in range(hi - lo)
@@ -554,6 +559,8 @@ def _masks(st: _Stack, drops: list[Any], start: int, end: int, n: int, dim: int,
         st.masks = [None if d is None or d.p == 0 else d.factor((rows, dim), device)
                     for d in drops]
     lo, hi = start % st.batch, start % st.batch + (end - start)
+    if len(st.masks) == 1 and st.masks[0] is not None:
+        return st.masks[0][lo:hi].unsqueeze(0)
     ones = None
     out = []
     for m in st.masks:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -89,6 +90,9 @@ class FeatureDropout(nn.Module):
         words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device)
         words.random_(-(2**63), 2**63 - 1, generator=self._gen)
         lanes = words.view(torch.int16)[:numel].view(tuple(shape))
+        if lanes.device.type == "cpu":  # the same values; NumPy's small ops dispatch faster
+            keep = lanes.numpy() >= self._threshold
+            return torch.from_numpy(np.multiply(keep, np.float32(self._scale), dtype=np.float32))
         return (lanes >= self._threshold).to(torch.float32).mul_(self._scale)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:

@@ -277,3 +277,29 @@ def test_bench_worker_cli(tmp_path):
                                  "--wait", "0", "--no-progress"])
     assert isinstance(result.exception, UserError)
     assert "start `bench run --storage URL ...` first" in str(result.exception)
+
+
+@pytest.mark.parametrize("width", [1, 3])
+def test_pruner_snapshot_decides_as_optunas_median_pruner(tmp_path, width):
+    """The pruner reads completed trials once per tell; every decision, and so every
+    trial's state, equals what Optuna's MedianPruner (reading them each time) gives."""
+    from bench.tuning.study import SnapshotMedianPruner
+
+    def objective(params, trial):
+        for step in range(6):  # curves that cross: the median at a step moves
+            trial.report(score(params) + 0.3 * math.sin(step + params["x"]), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return score(params), {}
+
+    states = {}
+    for plain in (False, True):
+        (tmp_path / str(plain)).mkdir()
+        study = study_at(tmp_path / str(plain), seed=11)
+        assert isinstance(study.pruner, SnapshotMedianPruner)
+        if plain:
+            study.pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=3)
+        tune(study, SPACE, {}, 16, objective, width=width)
+        states[plain] = [(t.number, t.state, t.value) for t in study.get_trials()]
+    assert states[False] == states[True]
+    assert any(s == TrialState.PRUNED for _, s, _ in states[True])  # the pruner acted

@@ -319,9 +319,11 @@ class Tracker:
         metrics: dict[str, float] | None = None,
         tags: dict[str, str] | None = None,
         artifacts: dict[str, Any] | None = None,
+        curves: dict[str, list[tuple[int, float]]] | None = None,
     ) -> None:
-        """Log final metrics, tags and JSON artifacts (name → object), then terminate."""
-        self.log(run_id, metrics=metrics, tags=tags)
+        """Log final metrics, tags, per-step `curves` (key → [(step, value)]) and JSON
+        artifacts (name → object), then terminate; the metrics in one write."""
+        self.log(run_id, metrics=metrics, tags=tags, curves=curves)
         for name, obj in (artifacts or {}).items():
             self.client.log_text(run_id, redact(json.dumps(obj, indent=2, sort_keys=True)), name)
         self.client.set_terminated(run_id, status=status)
@@ -343,21 +345,13 @@ class Tracker:
         if value == value:  # drop NaN
             self.client.log_metric(run_id, metric_key(key), float(value), step=step)
 
-    def metrics_by_step(self, run_id: str, key: str, values: list[tuple[int, float]]) -> None:
-        """One metric's values at several steps, in one write (NaN dropped)."""
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        metrics = [Metric(metric_key(key), float(v), now, step) for step, v in values if v == v]
-        if metrics:
-            self.client.log_batch(run_id, metrics=metrics)
-
     def log(
         self,
         run_id: str,
         params: dict[str, Any] | None = None,
         metrics: dict[str, float] | None = None,
         tags: dict[str, str] | None = None,
+        curves: dict[str, list[tuple[int, float]]] | None = None,
     ) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
@@ -368,6 +362,9 @@ class Tracker:
                 Metric(metric_key(k), float(v), now, 0)
                 for k, v in (metrics or {}).items()
                 if v == v  # drop NaN
+            ] + [
+                Metric(metric_key(k), float(v), now, step)
+                for k, values in (curves or {}).items() for step, v in values if v == v
             ],
             params=[
                 Param(metric_key(k), str(redact(str(v)))[:6000]) for k, v in (params or {}).items()

@@ -65,12 +65,11 @@ class TrialRounds:
 
     def _finish(self, run_id: str, fitted: Fitted) -> Outcome:
         """Log the trial's epochs and validation metrics; its outcome for the study."""
-        if fitted.scores:  # one MLflow write for every epoch
-            self.tracker.metrics_by_step(
-                run_id, f"epoch_val_{self.fitter.rule.metric}", fitted.scores)
+        curves = {f"epoch_val_{self.fitter.rule.metric}": fitted.scores}  # with the rest
         result = fitted.result
         if isinstance(result, optuna.TrialPruned):
-            self.tracker.end_child(run_id, "FINISHED", tags={"spurbench.state": "PRUNED"})
+            self.tracker.end_child(run_id, "FINISHED", tags={"spurbench.state": "PRUNED"},
+                                   curves=curves)
             return result
         try:
             if isinstance(result, BaseException):
@@ -79,12 +78,14 @@ class TrialRounds:
                    if math.isfinite(v)}
         except Exception as exc:  # noqa: BLE001 - the trial's failure, with its reason
             self.tracker.end_child(run_id, "FAILED", tags={
-                "spurbench.state": "FAIL", "spurbench.fail_reason": f"{type(exc).__name__}: {exc}"})
+                "spurbench.state": "FAIL", "spurbench.fail_reason": f"{type(exc).__name__}: {exc}"},
+                curves=curves)
             return exc
         score = float(val.get(self.fitter.rule.metric, math.nan))
         ok = math.isfinite(score)
         self.tracker.end_child(
             run_id, "FINISHED" if ok else "FAILED", {f"val_{k}": v for k, v in val.items()},
             {"spurbench.state": "COMPLETE" if ok else "FAIL", "spurbench.score": str(score)},
+            curves=curves,
         )
         return score, {f"val_{k}": v for k, v in val.items()}

@@ -467,3 +467,19 @@ def test_upsampled_epochs_on_the_analytic_engine_equal_autograd(tmp_path, monkey
             m.setattr(Trainer, "fit", reference)
             ref = run.fit(entry, p, 0)
         torch.testing.assert_close(fast.logits(val.x), ref.logits(val.x), atol=1e-4, rtol=1e-4)
+
+
+def test_dropout_applied_in_one_go_equals_multiplying_by_its_factor():
+    """The analytic engine's FeatureDropout.dropped draws the same masks as factor() (the
+    reference's path) and gives the same values bit for bit, signs of zeros included."""
+    from bench.engine.heads import FeatureDropout
+
+    gen = torch.Generator().manual_seed(3)
+    by_factor = FeatureDropout(0.3, gen)
+    gen.manual_seed(3)
+    in_one_go = FeatureDropout(0.3, gen)
+    h = torch.randn(128, 40)
+    for _ in range(3):  # successive batches: the two streams stay in step
+        want, got = h * by_factor.factor(h.shape, h.device), in_one_go.dropped(h)
+        assert torch.equal(got, want) and torch.equal(got.signbit(), want.signbit())
+        assert 0.2 < (got == 0).float().mean() < 0.4

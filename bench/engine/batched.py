@@ -578,6 +578,17 @@ def _masks(st: _Stack, drops: list[Any], start: int, end: int, n: int, dim: int,
     return torch.stack(out)
 
 
+def _dropped(st: _Stack, drops: list[Any], start: int, end: int, n: int, xb: torch.Tensor,
+             device: torch.device) -> torch.Tensor:
+    """A block's rows [K, rows, D] times each configuration's dropout factors. One
+    configuration whose block is a whole batch draws and applies its mask in one go
+    (FeatureDropout.dropped, the same values as multiplying by the factor)."""
+    whole = start % st.batch == 0 and end - start == min(st.batch, n - start)
+    if len(drops) == 1 and drops[0] is not None and drops[0].p > 0 and whole:
+        return drops[0].dropped(xb[0]).unsqueeze(0)
+    return xb * _masks(st, drops, start, end, n, xb.shape[-1], device)
+
+
 def _shared_scale(sc: torch.Tensor, start: int, end: int) -> torch.Tensor:
     """Rows [start, end) of a shared row scale ([n] or [n, K]), shaped [n, K|1, 1]."""
     s = sc[start:end]
@@ -754,8 +765,8 @@ def fit_batched(
                     for st, o, sc, (xg, ohg) in zip(stacks, ords, scales, rows, strict=True):
                         xb, oh = xg.narrow(-2, a, b - a), ohg.narrow(-2, a, b - a)
                         if dropping:
-                            xb = xb * _masks(st, [dropouts[k] for k in st.ks], start, end,
-                                             epoch_len, xb.shape[-1], device)
+                            xb = _dropped(st, [dropouts[k] for k in st.ks], start, end,
+                                          epoch_len, xb, device)
                         if rules is not None:
                             idx = o[0, start:end] if shared else o[:, start:end]
                             s = _RuleScale([rules[k] for k in st.ks], idx, oh, shared)

@@ -79,7 +79,7 @@ def _place_labels(fig: Figure, ax, points: list[tuple[float, float]], texts: lis
     from matplotlib.transforms import Bbox
 
     FigureCanvasAgg(fig)
-    fig.canvas.draw()  # settle the layout so data -> pixel transforms are final,
+    fig.draw_without_rendering()  # settle the layout so data -> pixel transforms are final,
     fig.set_layout_engine("none")  # and keep it: a relayout would rescale under the labels
     renderer = fig.canvas.get_renderer()
     px = fig.dpi / 72.0

@@ -306,18 +306,23 @@ def parse_pairs(items: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def compare(baseline: Path, new: Path, tolerance: float = DEFAULT_TOLERANCE,
-            alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER,
-            pairs: list[tuple[str, str]] | None = None,
-            across_encoders: bool = False) -> Comparison:
-    """Compare every method by name, or with `pairs` only those (OLD in the baseline,
-    NEW in the candidate): a variant under a new name is compared with what it changes."""
+def check_decision(tolerance: float, alpha: float, power: float) -> None:
+    """The settings of a regression decision (compare and gate): a user error if invalid."""
     if tolerance < 0:
         raise UserError(f"--tolerance {tolerance}: must be 0 or more (points of WGA)")
     if not 0 < alpha < 1:
         raise UserError(f"--alpha {alpha}: must be between 0 and 1")
     if not 0 < power < 1:
         raise UserError(f"--power {power}: must be between 0 and 1 (e.g. 0.8)")
+
+
+def compare(baseline: Path, new: Path, tolerance: float = DEFAULT_TOLERANCE,
+            alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER,
+            pairs: list[tuple[str, str]] | None = None,
+            across_encoders: bool = False) -> Comparison:
+    """Compare every method by name, or with `pairs` only those (OLD in the baseline,
+    NEW in the candidate): a variant under a new name is compared with what it changes."""
+    check_decision(tolerance, alpha, power)
     base, nw = load_side(baseline, "BASELINE"), load_side(new, "NEW")
     check_comparable(base, nw, across_encoders)
     out = Comparison(base, nw, tolerance, alpha, power)

@@ -47,6 +47,7 @@ from bench.report.compare import (
     EXIT_INCONCLUSIVE,
     EXIT_OK,
     EXIT_REGRESSION,
+    check_decision,
     mde,
     t_quantile,
     verdict_of,
@@ -97,12 +98,7 @@ def schedule(per_round: int, max_seeds: int) -> tuple[int, ...]:
 
 def design(tolerance: float, alpha: float, power: float, per_round: int,
            max_seeds: int) -> Design:
-    if tolerance < 0:
-        raise UserError(f"--tolerance {tolerance}: must be 0 or more (points of WGA)")
-    if not 0 < alpha < 1:
-        raise UserError(f"--alpha {alpha}: must be between 0 and 1")
-    if not 0 < power < 1:
-        raise UserError(f"--power {power}: must be between 0 and 1 (e.g. 0.8)")
+    check_decision(tolerance, alpha, power)
     return Design(tolerance, alpha, power, schedule(per_round, max_seeds))
 
 

@@ -122,21 +122,16 @@ class Fitter:
             try:
                 results = list(method.fit_batched(train, val, ctxs))
             except Exception as exc:  # noqa: BLE001 - every configuration ends with it
-                if isinstance(exc, UserError) and trials is None:
-                    raise
                 results = [exc] * len(ctxs)
         else:
             for ctx in ctxs:
                 try:
                     results.append(method.fit(train, val, ctx))
                 except Exception as exc:  # noqa: BLE001 - handed back per configuration
-                    if isinstance(exc, UserError) and trials is None:
-                        raise
                     results.append(exc)
-        if trials is None:
-            for result in results:
-                if isinstance(result, UserError):
-                    raise result
+        mistakes = [r for r in results if isinstance(r, UserError)]
+        if trials is None and mistakes:
+            raise mistakes[0]
         return [Fitted(r, h) for r, h in zip(results, histories, strict=True)]
 
     def fit(self, entry: MethodEntry, params: dict[str, Any], seed: int) -> Predictor:

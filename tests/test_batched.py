@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 import bench.engine.batched as batched
 from bench.data.store import FeatureSplit
+from bench.engine.binary_cpu import BinaryCpuHead
 from bench.engine.heads import LinearHead, PromptHead
 from bench.engine.trainer import Hooks, NonFiniteLoss, TrainConfig, Trainer
 
@@ -79,23 +80,31 @@ def assert_same(a: list, b: list, atol: float) -> None:
 @pytest.mark.parametrize("kind,atol", [("linear", 1e-5), ("prompt", 2e-5)])
 @pytest.mark.parametrize("seeds", [[0, 0, 0, 0], [0, 1, 2, 3]], ids=["shared-order", "own-order"])
 @pytest.mark.parametrize("weighting", ["none", "shared", "per-config"])
-@pytest.mark.parametrize("workers", [1, 2], ids=["1-thread", "prefetch"])
-def test_batched_equals_sequential(split, monkeypatch, kind, atol, seeds, weighting, workers):
-    """workers=2: linear heads' next gather runs on a worker thread (bench.engine.cpu_workers)."""
+@pytest.mark.parametrize("workers,source", [(1, "hot"), (2, "hot"), (2, "large")],
+                         ids=["1-thread", "2-hot", "prefetch"])
+def test_batched_equals_sequential(split, monkeypatch, kind, atol, seeds, weighting, workers,
+                                   source):
+    """prefetch: a source too large for the cache, so linear heads' next gather runs on
+    a worker thread (bench.engine.cpu_workers), and the optimizer steps in torch, in
+    pieces; hot: gathered in place, the optimizer step in NumPy."""
     monkeypatch.setattr(batched, "cpu_workers", lambda device: workers)
     ahead = []
     original = batched.prefetched
     monkeypatch.setattr(batched, "prefetched", lambda f, n: ahead.append(n) or original(f, n))
     monkeypatch.setattr(batched, "GATHER_BYTES", 150 * D * 4)  # several gather spans per epoch
+    monkeypatch.setattr(batched, "L2_SPAN_BYTES", 150 * D * 4)
     monkeypatch.setattr(batched, "PROMPT_GROUP", 3 * E)  # prompt heads in groups of 3 and 1
-    monkeypatch.setattr(batched, "STEP_CHUNK", 50)  # the optimizer steps in several pieces
+    if source == "large":
+        monkeypatch.setattr(batched, "CACHED_SOURCE_BYTES", 0)
+        monkeypatch.setattr(batched, "NUMPY_STEP_MAX", 0)
+        monkeypatch.setattr(batched, "STEP_CHUNK", 50)  # the optimizer steps in several pieces
     gen = torch.Generator().manual_seed(3)
     weights = {"none": None, "shared": torch.rand(N, generator=gen),
                "per-config": torch.rand(4, N, generator=gen)}[weighting]
     want = sequential(kind, seeds, CFGS, split, weights)
     got = together(kind, seeds, CFGS, split, weights, block_rows=64)
     assert_same(want, got, atol)
-    assert bool(ahead) == (workers == 2 and kind == "linear")
+    assert bool(ahead) == (source == "large" and kind == "linear")
     moved = max((p - q).abs().max() for p, q in zip(
         want[0].state_dict().values(), make(kind, seeds[0])[0].state_dict().values(), strict=True))
     assert moved > 100 * atol  # the comparison is not between two untrained heads
@@ -267,8 +276,8 @@ def test_parallel_trials_must_be_positive(tmp_path):
 
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("batch_size,workers,path", [
-    (128, 1, "_binary_grad"),  # minibatches
-    (N, 1, "_binary_grad"),  # one full batch per epoch, blocks in storage order
+    (128, 1, "add_block"),  # minibatches, the NumPy step (bench.engine.binary_cpu)
+    (N, 1, "add_block"),  # one full batch per epoch, blocks in storage order
     (N, 2, "_binary_run_grad"),  # one full batch, rows split among two CPU workers
 ])
 def test_binary_single_head_fast_path_equals_sequential(split, monkeypatch, batch_size, workers,
@@ -289,13 +298,14 @@ def test_binary_single_head_fast_path_equals_sequential(split, monkeypatch, batc
     trainer.fit(head, data, cfg[0], Hooks(weights=w), engine="autograd")
     h2, t2 = pair()
     calls = []
-    original = getattr(batched._Linear, path)
+    owner = BinaryCpuHead if path == "add_block" else batched._Linear
+    original = getattr(owner, path)
 
     def spy(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         calls.append(1)
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(batched._Linear, path, spy)
+    monkeypatch.setattr(owner, path, spy)
     (got,) = batched.fit_batched([h2], data, cfg, [t2], w, block_rows=64)
     assert calls, f"the binary fast path ({path}) was not taken"
     assert_same([head], [got], 1e-5)

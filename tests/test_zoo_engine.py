@@ -356,6 +356,8 @@ def test_offsets_and_anchors_batched_equal_autograd(split, monkeypatch, kind, at
     strength 0) in one fit_batched call, own batch orders, equal the autograd reference
     one by one; and the features matter (without them the heads differ)."""
     monkeypatch.setattr(batched, "cpu_workers", lambda device: workers)
+    if workers == 2:  # a source "too large for the cache": the next rows gathered ahead
+        monkeypatch.setattr(batched, "CACHED_SOURCE_BYTES", 0)
     monkeypatch.setattr(batched, "PROMPT_GROUP", 2 * E)  # prompt heads in groups of 2
     want = reference(kind, split, OFFSETS, STRENGTHS)
     pairs = [make(kind, k) for k in range(4)]
@@ -373,9 +375,10 @@ def test_offsets_and_anchors_batched_equal_autograd(split, monkeypatch, kind, at
 @pytest.mark.parametrize("batch_size,workers", [(128, 1), (N, 1), (N, 2)],
                          ids=["minibatch", "full-batch", "full-batch-2-workers"])
 def test_offset_and_anchor_on_the_binary_fast_paths(split, monkeypatch, batch_size, workers):
-    """One binary linear head takes the logit-difference paths (_binary_grad, and
-    _binary_run_grad when a full batch is split among workers): offset and anchor there
-    too. Trainer.fit's default engine against its autograd engine."""
+    """One binary linear head takes the logit-difference paths (the NumPy epoch of
+    bench.engine.binary_cpu, and _binary_run_grad when a full batch is split among
+    workers): offset and anchor there too. Trainer.fit's default engine against its
+    autograd engine."""
     monkeypatch.setattr(batched, "cpu_workers", lambda device: workers)
     y2 = (split.x[:, 0] > 0.3).long()
     data = FeatureSplit("train", split.x, y2, y2, y2, split.eval_masks, 2, 2)

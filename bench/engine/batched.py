@@ -26,7 +26,8 @@ its exception; the others go on.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -37,15 +38,30 @@ from torch import nn
 from torch.nn import functional as F
 
 from bench.data.store import FeatureSplit
+from bench.engine.binary_cpu import BinaryCpuHead, binary_cpu_epoch
 from bench.engine.config import BatchRule, NonFiniteLoss, TrainConfig, report_every
-from bench.engine.cpu_workers import cpu_workers, parallel_map, prefetched, split
+from bench.engine.cpu_workers import (
+    cpu_workers,
+    one_thread,
+    parallel_map,
+    prefetched,
+    split,
+)
 from bench.engine.heads import LinearHead, PromptHead
 from bench.engine.samplers import Sampler
 
 BLOCK_ROWS = 1024  # rows per gradient block (never more than a batch)
 GATHER_BYTES = 8 << 20  # rows gathered at once: enough work per call, still cache-resident
+# A source matrix up to this size is read from the last-level cache, so random rows are
+# cheap: gathered in place, in spans that fit a core's L2, the steps read them hot.
+# Measured on 2 cores (32 MiB L3, 1 MiB L2), linear head, batch 128-1024: 2.9k and 20k
+# rows x 384 took 0.6-0.9x the time of 8 MB spans prefetched on a worker thread; at
+# CelebA scale (500 MB) prefetching stayed ahead for small batches.
+CACHED_SOURCE_BYTES = 32 << 20
+L2_SPAN_BYTES = 768 << 10
 PROMPT_GROUP = 1536  # prompt heads per product: up to this many output columns
 STEP_CHUNK = 1 << 17  # parameters per optimizer piece: its state stays in cache
+NUMPY_STEP_MAX = 1 << 14  # parameters up to which a CPU step runs as NumPy calls
 PARTIAL_BYTES = 256 << 20  # full-batch workers' partial gradients, all together, at most
 BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.AdamW defaults, which Trainer.fit uses
 
@@ -180,16 +196,13 @@ class _Linear(_Kind):
         z = (w₁−w₀)·x + (b₁−b₀), p₁ = σ(z), and ∇w₁ = −∇w₀ = Σ s·(p₁−y₁)·x. Two
         matrix-vector products per block instead of two thin matrix products: the same
         gradient, about 1.5× faster on a CPU, which is what brings a full-batch epoch
-        near the streaming bound."""
+        near the streaming bound. (On a CPU a single head's minibatch epoch runs the same
+        arithmetic in NumPy: bench.engine.binary_cpu.)"""
         w, b = segs[0].view(2, self.d), segs[1]
         z = torch.addmv(b[1] - b[0], xb, w[1] - w[0])
         y1 = oh[:, 1]
         if isinstance(scale, _RuleScale):  # CE = softplus(z) − y₁·z, z the logit difference
-            if z.device.type == "cpu":  # a few µs in NumPy, three torch dispatches otherwise
-                zn = z.numpy()
-                ce = torch.from_numpy(np.logaddexp(np.float32(0), zn) - zn * y1.numpy())
-            else:
-                ce = F.softplus(z).sub_(z * y1)
+            ce = F.softplus(z).sub_(z * y1)
             scale = scale.from_ce(ce.unsqueeze(0), 0, 1)[0]
         g = z.sigmoid_().sub_(y1).mul_(scale)
         gw1, gb1 = torch.mv(xb.t(), g), g.sum()
@@ -382,6 +395,13 @@ class _Stack:
         self.decay = (1 - self.lr * wd) if self.adam else wd
         self.pull = None if self.pull_cfg is None else per_elem(self.pull_cfg)
         self.p, self.g = self.segs(self.theta), self.segs(self.grad)
+        # a few thousand parameters on the CPU: the update as NumPy calls on the same
+        # memory (torch's dispatch per call is most of such a step)
+        small = dev.type == "cpu" and self.theta.numel() <= NUMPY_STEP_MAX
+        self._np = None if not small else tuple(
+            None if t is None else t.numpy()
+            for t in (self.theta, self.grad, self.m, self.v, self.lr, self.decay))
+        self._tmp = None if not small else np.empty(self.theta.numel(), np.float32)
 
     @property
     def k(self) -> int:
@@ -432,6 +452,9 @@ class _Stack:
         if self.anchor is not None:  # ∇ λ‖θ − θ_anchor‖² = 2λ(θ − θ_anchor), at the pre-step θ
             self.grad.addcmul_(self.theta - self.anchor, self.pull)
         n = self.theta.numel()
+        if self._np is not None:
+            self._update_numpy(*self._np)
+            return
         if n <= STEP_CHUNK:
             self._update(self.theta, self.grad, self.m, self.v, self.lr, self.decay)
             return
@@ -454,6 +477,34 @@ class _Stack:
             d = g.addcmul(th, decay)
             m.mul_(self.momentum).add_(d)  # the first step leaves m = d, as torch does
             th.addcmul_(m, lr, value=-1)
+
+    def _update_numpy(self, th, g, m, v, lr, decay) -> None:  # noqa: ANN001
+        """_update's formulas, operation for operation, on NumPy views."""
+        tmp = self._tmp
+        if self.adam:
+            b1, b2 = BETAS
+            th *= decay
+            np.subtract(g, m, out=tmp)
+            tmp *= np.float32(1 - b1)
+            m += tmp  # m.lerp_(g, 1 − β₁)
+            v *= np.float32(b2)
+            np.multiply(g, g, out=tmp)
+            tmp *= np.float32(1 - b2)
+            v += tmp
+            bc1, bc2 = 1 - b1**self.t, 1 - b2**self.t
+            denom = np.sqrt(v)
+            denom += np.float32(EPS * math.sqrt(bc2))
+            np.multiply(m, lr, out=tmp)
+            tmp /= denom
+            tmp *= np.float32(-math.sqrt(bc2) / bc1)
+            th += tmp
+        else:
+            np.multiply(th, decay, out=tmp)
+            tmp += g
+            m *= np.float32(self.momentum)
+            m += tmp
+            np.multiply(m, lr, out=tmp)
+            th -= tmp
 
 
 # -- the loop --------------------------------------------------------------------------
@@ -589,6 +640,14 @@ def _dropped(st: _Stack, drops: list[Any], start: int, end: int, n: int, xb: tor
     return xb * _masks(st, drops, start, end, n, xb.shape[-1], device)
 
 
+def _one_thread_map(produce: Callable[[int], Any], n: int, thin: bool) -> Iterator[Any]:
+    """produce(0), …, produce(n−1); thin steps on one intra-op thread (on 2 cores a
+    fork-join per tiny operation costs more than the second core gives back)."""
+    with one_thread() if thin else nullcontext():
+        for i in range(n):
+            yield produce(i)
+
+
 def _shared_scale(sc: torch.Tensor, start: int, end: int) -> torch.Tensor:
     """Rows [start, end) of a shared row scale ([n] or [n, K]), shaped [n, K|1, 1]."""
     s = sc[start:end]
@@ -621,6 +680,7 @@ def _stream_epoch(kind: _Kind, stacks: list[_Stack], x: torch.Tensor, onehot: to
 
 
 @torch.no_grad()
+@np.errstate(over="ignore", invalid="ignore")  # a diverging configuration is found by finite()
 def fit_batched(
     heads: list[nn.Module],
     data: FeatureSplit,
@@ -745,7 +805,10 @@ def fit_batched(
             sc = _row_scale(w, o[0] if shared and (w is None or w.dim() == 1) else o, st.batch)
             scales.append(sc.t() if shared and sc.dim() == 2 else sc)  # shared: [n, K]
         width = 1 if shared else sum(st.k for st in stacks)
-        spans = _spans(blocks, max(1, GATHER_BYTES // (row_bytes * width)))
+        linear = isinstance(kind, _Linear)
+        hot = linear and x.numel() * x.element_size() <= CACHED_SOURCE_BYTES
+        spans = _spans(blocks, max(1, (L2_SPAN_BYTES if hot else GATHER_BYTES)
+                                   // (row_bytes * width)))
         need = max(g1 - g0 for g0, g1, _ in spans) * width
         if bufs[0].shape[0] < need:
             bufs = [x.new_empty(need, x.shape[1]) for _ in range(2)]
@@ -756,29 +819,38 @@ def fit_batched(
         else:
             # thin linear steps: the next span's random rows are gathered on a worker
             # while this span's steps run (both on one thread; see bench.engine.cpu_workers)
-            ahead = workers > 1 and not stream and isinstance(kind, _Linear)
+            # (a cache-resident source is gathered in place, on one thread as well)
+            ahead = workers > 1 and not stream and linear and not hot
             items = (prefetched(rows_of, len(spans)) if ahead
-                     else map(rows_of, range(len(spans))))
-            for (g0, _, span), rows in zip(spans, items, strict=True):
-                for start, end in span:
-                    a, b = start - g0, end - g0
-                    for st, o, sc, (xg, ohg) in zip(stacks, ords, scales, rows, strict=True):
-                        xb, oh = xg.narrow(-2, a, b - a), ohg.narrow(-2, a, b - a)
-                        if dropping:
-                            xb = _dropped(st, [dropouts[k] for k in st.ks], start, end,
-                                          epoch_len, xb, device)
-                        if rules is not None:
-                            idx = o[0, start:end] if shared else o[:, start:end]
-                            s = _RuleScale([rules[k] for k in st.ks], idx, oh, shared)
-                        elif shared:
-                            s = _shared_scale(sc, start, end)
-                        else:
-                            s = (sc[:, start:end].unsqueeze(-1) if sc.dim() == 2
-                                 else sc[start:end].view(1, -1, 1))
-                        kind.grad(st.p, st.k, xb, oh, s, st.g, start % st.batch != 0, shared,
-                                  st.offset)
-                        if end % st.batch == 0 or end == epoch_len:
-                            st.step()
+                     else _one_thread_map(rows_of, len(spans), linear and not stream))
+            if linear and kind.c == 2 and device.type == "cpu" and len(stacks) == 1 \
+                    and stacks[0].k == 1:  # one two-class head: the step in NumPy
+                st, k = stacks[0], stacks[0].ks[0]
+                dropout = dropouts[k] if dropouts[k] is not None and dropouts[k].p > 0 else None
+                binary_cpu_epoch(BinaryCpuHead(st.theta, st.grad, kind.d, st.offset), st.step,
+                                 spans, items, None if rules else scales[0], ords[0],
+                                 rules[k] if rules else None, dropout, st.batch, epoch_len)
+            else:
+                for (g0, _, span), rows in zip(spans, items, strict=True):
+                    for start, end in span:
+                        a, b = start - g0, end - g0
+                        for st, o, sc, (xg, ohg) in zip(stacks, ords, scales, rows, strict=True):
+                            xb, oh = xg.narrow(-2, a, b - a), ohg.narrow(-2, a, b - a)
+                            if dropping:
+                                xb = _dropped(st, [dropouts[k] for k in st.ks], start, end,
+                                              epoch_len, xb, device)
+                            if rules is not None:
+                                idx = o[0, start:end] if shared else o[:, start:end]
+                                s = _RuleScale([rules[k] for k in st.ks], idx, oh, shared)
+                            elif shared:
+                                s = _shared_scale(sc, start, end)
+                            else:
+                                s = (sc[:, start:end].unsqueeze(-1) if sc.dim() == 2
+                                     else sc[start:end].view(1, -1, 1))
+                            kind.grad(st.p, st.k, xb, oh, s, st.g, start % st.batch != 0, shared,
+                                      st.offset)
+                            if end % st.batch == 0 or end == epoch_len:
+                                st.step()
         epoch += 1
         for st in stacks:
             drop = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -40,6 +41,13 @@ class BatchRule:
 
     def scale(self, ce: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def scale_numpy(self, ce: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """scale() for the CPU NumPy step (bench.engine.binary_cpu): float32 [n] from
+        ce [n] and idx [n]. Override it where a few NumPy calls beat torch's dispatch;
+        it must give what scale() gives, up to rounding."""
+        out = self.scale(torch.from_numpy(ce), torch.from_numpy(idx))
+        return out.detach().to(torch.float32).numpy()
 
 
 @dataclass

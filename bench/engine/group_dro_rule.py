@@ -61,7 +61,7 @@ class GroupDRORule(BatchRule):
 
     def scale(self, ce: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         if self._cpu and ce.dtype == torch.float32:
-            return self._scale_numpy(ce, idx)
+            return torch.from_numpy(self.scale_numpy(ce.numpy(), idx.numpy()))
         gb = self.g[idx]
         counts = torch.bincount(gb, minlength=self.n_groups).to(ce.dtype)
         sums = torch.zeros(self.n_groups, dtype=ce.dtype, device=ce.device).index_add_(0, gb, ce)
@@ -71,11 +71,13 @@ class GroupDRORule(BatchRule):
         self.log_q = torch.where(counts > 0, self.log_q + step, self.log_q).log_softmax(0)
         return (self.log_q.exp() / counts.clamp_min(1))[gb]
 
-    def _scale_numpy(self, ce: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        gb = self._g_np[idx.numpy()]
+    def scale_numpy(self, ce: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        if not self._cpu:
+            return super().scale_numpy(ce, idx)
+        gb = self._g_np[idx]
         n = self.n_groups
         counts = np.bincount(gb, minlength=n).tolist()
-        sums = np.bincount(gb, weights=ce.numpy(), minlength=n).tolist()
+        sums = np.bincount(gb, weights=ce, minlength=n).tolist()
         lq = [q + self.eta * (s / c + a) if c else q
               for q, s, c, a in zip(self._log_q_f, sums, counts, self._adjust_f, strict=True)]
         top = max(lq)
@@ -83,4 +85,4 @@ class GroupDRORule(BatchRule):
         self._log_q_f = [q - lse for q in lq]
         per_row = np.array([math.exp(q) / max(c, 1) for q, c in zip(self._log_q_f, counts,
                                                                     strict=True)], np.float32)
-        return torch.from_numpy(per_row[gb])
+        return per_row[gb]

@@ -19,8 +19,8 @@ from torch.nn import functional as F
 
 import bench.engine.batched as batched
 from bench.data.store import FeatureSplit
-from bench.engine.binary_cpu import BinaryCpuHead
 from bench.engine.heads import LinearHead, PromptHead
+from bench.engine.one_head_cpu import BinaryLinearCpu
 from bench.engine.trainer import Hooks, NonFiniteLoss, TrainConfig, Trainer
 
 CPU = torch.device("cpu")
@@ -276,7 +276,7 @@ def test_parallel_trials_must_be_positive(tmp_path):
 
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("batch_size,workers,path", [
-    (128, 1, "add_block"),  # minibatches, the NumPy step (bench.engine.binary_cpu)
+    (128, 1, "add_block"),  # minibatches, the NumPy step (bench.engine.one_head_cpu)
     (N, 1, "add_block"),  # one full batch per epoch, blocks in storage order
     (N, 2, "_binary_run_grad"),  # one full batch, rows split among two CPU workers
 ])
@@ -298,7 +298,7 @@ def test_binary_single_head_fast_path_equals_sequential(split, monkeypatch, batc
     trainer.fit(head, data, cfg[0], Hooks(weights=w), engine="autograd")
     h2, t2 = pair()
     calls = []
-    owner = BinaryCpuHead if path == "add_block" else batched._Linear
+    owner = BinaryLinearCpu if path == "add_block" else batched._Linear
     original = getattr(owner, path)
 
     def spy(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202

@@ -376,7 +376,7 @@ def test_offsets_and_anchors_batched_equal_autograd(split, monkeypatch, kind, at
                          ids=["minibatch", "full-batch", "full-batch-2-workers"])
 def test_offset_and_anchor_on_the_binary_fast_paths(split, monkeypatch, batch_size, workers):
     """One binary linear head takes the logit-difference paths (the NumPy epoch of
-    bench.engine.binary_cpu, and _binary_run_grad when a full batch is split among
+    bench.engine.one_head_cpu, and _binary_run_grad when a full batch is split among
     workers): offset and anchor there too. Trainer.fit's default engine against its
     autograd engine."""
     monkeypatch.setattr(batched, "cpu_workers", lambda device: workers)

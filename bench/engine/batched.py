@@ -38,7 +38,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from bench.data.store import FeatureSplit
-from bench.engine.binary_cpu import BinaryCpuHead, binary_cpu_epoch
 from bench.engine.config import BatchRule, NonFiniteLoss, TrainConfig, report_every
 from bench.engine.cpu_workers import (
     cpu_workers,
@@ -48,6 +47,13 @@ from bench.engine.cpu_workers import (
     split,
 )
 from bench.engine.heads import LinearHead, PromptHead
+from bench.engine.one_head_cpu import (
+    BinaryLinearCpu,
+    LinearCpu,
+    PromptCpu,
+    one_blas_thread,
+    one_head_epoch,
+)
 from bench.engine.samplers import Sampler
 
 BLOCK_ROWS = 1024  # rows per gradient block (never more than a batch)
@@ -61,7 +67,10 @@ CACHED_SOURCE_BYTES = 32 << 20
 L2_SPAN_BYTES = 768 << 10
 PROMPT_GROUP = 1536  # prompt heads per product: up to this many output columns
 STEP_CHUNK = 1 << 17  # parameters per optimizer piece: its state stays in cache
-NUMPY_STEP_MAX = 1 << 14  # parameters up to which a CPU step runs as NumPy calls
+# parameters up to which a CPU step runs as NumPy calls (one head's whole step, or a
+# stack's optimizer update): beyond it the arithmetic, not dispatch, is the cost, and
+# torch's threads win
+NUMPY_STEP_MAX = 1 << 14
 PARTIAL_BYTES = 256 << 20  # full-batch workers' partial gradients, all together, at most
 BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.AdamW defaults, which Trainer.fit uses
 
@@ -95,6 +104,10 @@ class _Kind:
         logit_offset), so the gradient is that of CE(z + b): softmax(z + b) − one-hot."""
         raise NotImplementedError
 
+    def on_cpu(self, stack: _Stack) -> Any:
+        """This kind's NumPy gradient (bench.engine.one_head_cpu) over a one-head stack."""
+        raise NotImplementedError
+
     def run_grad(self, segs: list[torch.Tensor], k: int, x: torch.Tensor, onehot: torch.Tensor,
                  scale: torch.Tensor, run: list[tuple[int, int]], out: list[torch.Tensor],
                  offset: torch.Tensor | None = None) -> None:
@@ -120,6 +133,11 @@ class _Linear(_Kind):
     def write(self, head: nn.Module, segs: list[torch.Tensor]) -> None:
         head.linear.weight.copy_(segs[0].view(self.c, self.d))
         head.linear.bias.copy_(segs[1])
+
+    def on_cpu(self, stack: _Stack) -> Any:
+        if self.c == 2:
+            return BinaryLinearCpu(stack.theta, stack.grad, self.d, stack.offset)
+        return LinearCpu(stack.theta, stack.grad, self.c, self.d, stack.offset)
 
     @staticmethod
     def _shifted(segs: list[torch.Tensor], offset: torch.Tensor | None) -> list[torch.Tensor]:
@@ -197,7 +215,7 @@ class _Linear(_Kind):
         matrix-vector products per block instead of two thin matrix products: the same
         gradient, about 1.5× faster on a CPU, which is what brings a full-batch epoch
         near the streaming bound. (On a CPU a single head's minibatch epoch runs the same
-        arithmetic in NumPy: bench.engine.binary_cpu.)"""
+        arithmetic in NumPy: bench.engine.one_head_cpu.)"""
         w, b = segs[0].view(2, self.d), segs[1]
         z = torch.addmv(b[1] - b[0], xb, w[1] - w[0])
         y1 = oh[:, 1]
@@ -237,6 +255,9 @@ class _Prompt(_Kind):
 
     def write(self, head: nn.Module, segs: list[torch.Tensor]) -> None:
         head.proj.copy_(segs[0].view(self.e, self.d))
+
+    def on_cpu(self, stack: _Stack) -> Any:
+        return PromptCpu(stack.theta, stack.grad, self.text, self.scale, stack.offset)
 
     def grad(self, segs, k, xb, oh, scale, out, accumulate, shared,  # noqa: ANN001
              offset=None) -> None:  # noqa: ANN001
@@ -398,6 +419,7 @@ class _Stack:
         # a few thousand parameters on the CPU: the update as NumPy calls on the same
         # memory (torch's dispatch per call is most of such a step)
         small = dev.type == "cpu" and self.theta.numel() <= NUMPY_STEP_MAX
+        self.on_numpy = small
         self._np = None if not small else tuple(
             None if t is None else t.numpy()
             for t in (self.theta, self.grad, self.m, self.v, self.lr, self.decay))
@@ -823,13 +845,13 @@ def fit_batched(
             ahead = workers > 1 and not stream and linear and not hot
             items = (prefetched(rows_of, len(spans)) if ahead
                      else _one_thread_map(rows_of, len(spans), linear and not stream))
-            if linear and kind.c == 2 and device.type == "cpu" and len(stacks) == 1 \
-                    and stacks[0].k == 1:  # one two-class head: the step in NumPy
-                st, k = stacks[0], stacks[0].ks[0]
+            if len(stacks) == 1 and stacks[0].on_numpy and stacks[0].k == 1:
+                st, k = stacks[0], stacks[0].ks[0]  # one small head: NumPy calls
                 dropout = dropouts[k] if dropouts[k] is not None and dropouts[k].p > 0 else None
-                binary_cpu_epoch(BinaryCpuHead(st.theta, st.grad, kind.d, st.offset), st.step,
-                                 spans, items, None if rules else scales[0], ords[0],
-                                 rules[k] if rules else None, dropout, st.batch, epoch_len)
+                with one_blas_thread():
+                    one_head_epoch(kind.on_cpu(st), st.step, spans, items,
+                                   None if rules else scales[0], ords[0], data.y,
+                                   rules[k] if rules else None, dropout, st.batch, epoch_len)
             else:
                 for (g0, _, span), rows in zip(spans, items, strict=True):
                     for start, end in span:

@@ -43,7 +43,7 @@ class BatchRule:
         raise NotImplementedError
 
     def scale_numpy(self, ce: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """scale() for the CPU NumPy step (bench.engine.binary_cpu): float32 [n] from
+        """scale() for the CPU NumPy step (bench.engine.one_head_cpu): float32 [n] from
         ce [n] and idx [n]. Override it where a few NumPy calls beat torch's dispatch;
         it must give what scale() gives, up to rounding."""
         out = self.scale(torch.from_numpy(ce), torch.from_numpy(idx))

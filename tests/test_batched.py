@@ -80,22 +80,16 @@ def assert_same(a: list, b: list, atol: float) -> None:
 @pytest.mark.parametrize("kind,atol", [("linear", 1e-5), ("prompt", 2e-5)])
 @pytest.mark.parametrize("seeds", [[0, 0, 0, 0], [0, 1, 2, 3]], ids=["shared-order", "own-order"])
 @pytest.mark.parametrize("weighting", ["none", "shared", "per-config"])
-@pytest.mark.parametrize("workers,source", [(1, "hot"), (2, "hot"), (2, "large")],
-                         ids=["1-thread", "2-hot", "prefetch"])
+@pytest.mark.parametrize("workers,numpy_step", [(1, True), (2, True), (2, False)],
+                         ids=["1-thread", "2-threads", "torch-step"])
 def test_batched_equals_sequential(split, monkeypatch, kind, atol, seeds, weighting, workers,
-                                   source):
-    """prefetch: a source too large for the cache, so linear heads' next gather runs on
-    a worker thread (bench.engine.cpu_workers), and the optimizer steps in torch, in
-    pieces; hot: gathered in place, the optimizer step in NumPy."""
+                                   numpy_step):
+    """Several gather spans per epoch; torch-step: the optimizer steps in torch, in
+    pieces, instead of as NumPy calls (bench.engine.batched.NUMPY_STEP_MAX)."""
     monkeypatch.setattr(batched, "cpu_workers", lambda device: workers)
-    ahead = []
-    original = batched.prefetched
-    monkeypatch.setattr(batched, "prefetched", lambda f, n: ahead.append(n) or original(f, n))
     monkeypatch.setattr(batched, "GATHER_BYTES", 150 * D * 4)  # several gather spans per epoch
-    monkeypatch.setattr(batched, "L2_SPAN_BYTES", 150 * D * 4)
     monkeypatch.setattr(batched, "PROMPT_GROUP", 3 * E)  # prompt heads in groups of 3 and 1
-    if source == "large":
-        monkeypatch.setattr(batched, "CACHED_SOURCE_BYTES", 0)
+    if not numpy_step:
         monkeypatch.setattr(batched, "NUMPY_STEP_MAX", 0)
         monkeypatch.setattr(batched, "STEP_CHUNK", 50)  # the optimizer steps in several pieces
     gen = torch.Generator().manual_seed(3)
@@ -104,7 +98,6 @@ def test_batched_equals_sequential(split, monkeypatch, kind, atol, seeds, weight
     want = sequential(kind, seeds, CFGS, split, weights)
     got = together(kind, seeds, CFGS, split, weights, block_rows=64)
     assert_same(want, got, atol)
-    assert bool(ahead) == (source == "large" and kind == "linear")
     moved = max((p - q).abs().max() for p, q in zip(
         want[0].state_dict().values(), make(kind, seeds[0])[0].state_dict().values(), strict=True))
     assert moved > 100 * atol  # the comparison is not between two untrained heads
@@ -493,3 +486,20 @@ def test_dropout_applied_in_one_go_equals_multiplying_by_its_factor():
         want, got = h * by_factor.factor(h.shape, h.device), in_one_go.dropped(h)
         assert torch.equal(got, want) and torch.equal(got.signbit(), want.signbit())
         assert 0.2 < (got == 0).float().mean() < 0.4
+
+
+def test_span_gathers_use_every_thread_and_thin_steps_one():
+    """A span's random-row gather runs on every intra-op thread (latency-bound reads, more
+    in flight), the thin steps between gathers on one; the setting is restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        for _ in batched._gathered(lambda i: seen.append(torch.get_num_threads()), 3, True):
+            seen.append(-torch.get_num_threads())
+        assert seen == [2, -1, 2, -1, 2, -1]
+        assert torch.get_num_threads() == 2
+        assert [torch.get_num_threads() for _ in batched._gathered(lambda i: i, 2, False)] \
+            == [2, 2]
+    finally:
+        torch.set_num_threads(before)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -39,13 +38,7 @@ from torch.nn import functional as F
 
 from bench.data.store import FeatureSplit
 from bench.engine.config import BatchRule, NonFiniteLoss, TrainConfig, report_every
-from bench.engine.cpu_workers import (
-    cpu_workers,
-    one_thread,
-    parallel_map,
-    prefetched,
-    split,
-)
+from bench.engine.cpu_workers import cpu_workers, one_thread, parallel_map, split
 from bench.engine.heads import LinearHead, PromptHead
 from bench.engine.one_head_cpu import (
     BinaryLinearCpu,
@@ -57,14 +50,13 @@ from bench.engine.one_head_cpu import (
 from bench.engine.samplers import Sampler
 
 BLOCK_ROWS = 1024  # rows per gradient block (never more than a batch)
-GATHER_BYTES = 8 << 20  # rows gathered at once: enough work per call, still cache-resident
-# A source matrix up to this size is read from the last-level cache, so random rows are
-# cheap: gathered in place, in spans that fit a core's L2, the steps read them hot.
-# Measured on 2 cores (32 MiB L3, 1 MiB L2), linear head, batch 128-1024: 2.9k and 20k
-# rows x 384 took 0.6-0.9x the time of 8 MB spans prefetched on a worker thread; at
-# CelebA scale (500 MB) prefetching stayed ahead for small batches.
-CACHED_SOURCE_BYTES = 32 << 20
-L2_SPAN_BYTES = 768 << 10
+# rows gathered at once, on every CPU thread, before a span's thin steps run on one.
+# Random rows are the expensive reads (memory latency, not bandwidth), and two threads
+# keep twice the reads in flight. Measured on 2 cores against the previous design (8 MB
+# spans gathered ahead on a worker thread while the steps ran), linear head, batch
+# 128-1024: 2.9k x 384 rows 0.8x the time, 20k x 384 0.7-0.9x, CelebA's 163k x 768
+# 0.55-0.8x; 2 MB beat 768 KB and 4 MB spans overall.
+GATHER_BYTES = 2 << 20
 PROMPT_GROUP = 1536  # prompt heads per product: up to this many output columns
 STEP_CHUNK = 1 << 17  # parameters per optimizer piece: its state stays in cache
 # parameters up to which a CPU step runs as NumPy calls (one head's whole step, or a
@@ -608,15 +600,14 @@ def _gather(x: torch.Tensor, idx: torch.Tensor, buf: torch.Tensor) -> torch.Tens
 
 
 def _span_rows(x: torch.Tensor, onehot: torch.Tensor, spans: list[tuple[int, int, list]],
-               bufs: list[torch.Tensor], ords: list[torch.Tensor], shared: bool, stream: bool,
+               buf: torch.Tensor, ords: list[torch.Tensor], shared: bool, stream: bool,
                j: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Span j's rows and one-hot labels for each stack: the stored rows themselves when
-    streaming, one gather shared by all stacks, or each stack's own rows ([K, rows, D]).
-    Span j goes into bufs[j % 2], so span j+1 can be gathered while j is in use."""
+    streaming, one gather shared by all stacks, or each stack's own rows ([K, rows, D]),
+    gathered into `buf` (the previous span's steps are done by then)."""
     g0, g1, _ = spans[j]
     if stream:
         return [(x[g0:g1], onehot[g0:g1])] * len(ords)
-    buf = bufs[j % 2]
     if shared:
         idx = ords[0][0, g0:g1]
         return [(_gather(x, idx, buf), onehot[idx])] * len(ords)
@@ -662,12 +653,22 @@ def _dropped(st: _Stack, drops: list[Any], start: int, end: int, n: int, xb: tor
     return xb * _masks(st, drops, start, end, n, xb.shape[-1], device)
 
 
-def _one_thread_map(produce: Callable[[int], Any], n: int, thin: bool) -> Iterator[Any]:
-    """produce(0), …, produce(n−1); thin steps on one intra-op thread (on 2 cores a
-    fork-join per tiny operation costs more than the second core gives back)."""
-    with one_thread() if thin else nullcontext():
+def _gathered(produce: Callable[[int], Any], n: int, thin: bool) -> Iterator[Any]:
+    """produce(0), …, produce(n−1): each span's row gather on every intra-op thread; with
+    `thin`, the caller's steps between them on one (on 2 cores a fork-join per tiny
+    operation costs more than the second core gives back)."""
+    if not thin:
+        yield from map(produce, range(n))
+        return
+    threads = torch.get_num_threads()
+    with one_thread():
         for i in range(n):
-            yield produce(i)
+            torch.set_num_threads(threads)
+            try:
+                item = produce(i)
+            finally:
+                torch.set_num_threads(1)
+            yield item
 
 
 def _shared_scale(sc: torch.Tensor, start: int, end: int) -> torch.Tensor:
@@ -785,7 +786,7 @@ def fit_batched(
     workers = cpu_workers(device)
     # a rule sees its whole batch, masks follow batch order: no worker split of an epoch
     split_epochs = rules is None and not dropping
-    bufs = [x.new_empty(0, x.shape[1])] * 2  # gathered rows, reused across spans and epochs
+    buf = x.new_empty(0, x.shape[1])  # gathered rows, reused across spans and epochs
 
     def finish(k: int, outcome: nn.Module | Exception) -> None:
         results[k] = outcome
@@ -828,23 +829,17 @@ def fit_batched(
             scales.append(sc.t() if shared and sc.dim() == 2 else sc)  # shared: [n, K]
         width = 1 if shared else sum(st.k for st in stacks)
         linear = isinstance(kind, _Linear)
-        hot = linear and x.numel() * x.element_size() <= CACHED_SOURCE_BYTES
-        spans = _spans(blocks, max(1, (L2_SPAN_BYTES if hot else GATHER_BYTES)
-                                   // (row_bytes * width)))
+        spans = _spans(blocks, max(1, GATHER_BYTES // (row_bytes * width)))
         need = max(g1 - g0 for g0, g1, _ in spans) * width
-        if bufs[0].shape[0] < need:
-            bufs = [x.new_empty(need, x.shape[1]) for _ in range(2)]
+        if buf.shape[0] < need:
+            buf = x.new_empty(need, x.shape[1])
 
-        rows_of = partial(_span_rows, x, onehot, spans, bufs, ords, shared, stream)
+        rows_of = partial(_span_rows, x, onehot, spans, buf, ords, shared, stream)
         if stream and workers > 1 and split_epochs:
             _stream_epoch(kind, stacks, x, onehot, scales, blocks, workers)
         else:
-            # thin linear steps: the next span's random rows are gathered on a worker
-            # while this span's steps run (both on one thread; see bench.engine.cpu_workers)
-            # (a cache-resident source is gathered in place, on one thread as well)
-            ahead = workers > 1 and not stream and linear and not hot
-            items = (prefetched(rows_of, len(spans)) if ahead
-                     else _one_thread_map(rows_of, len(spans), linear and not stream))
+            # thin linear steps on one thread, each span's gather on all of them
+            items = _gathered(rows_of, len(spans), linear and not stream)
             if len(stacks) == 1 and stacks[0].on_numpy and stacks[0].k == 1:
                 st, k = stacks[0], stacks[0].ks[0]  # one small head: NumPy calls
                 dropout = dropouts[k] if dropouts[k] is not None and dropouts[k].p > 0 else None

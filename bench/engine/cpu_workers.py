@@ -82,22 +82,3 @@ def parallel_map(fn: Callable[[T], R], chunks: Sequence[T]) -> list[R]:
     pool = _pool_of(len(chunks))
     with one_thread():
         return list(pool.map(_single_threaded(fn), chunks))
-
-
-def prefetched(produce: Callable[[int], R], n: int) -> Iterator[R]:
-    """produce(0), …, produce(n−1) in order, produce(i+1) running on a worker thread
-    while the caller works on item i; caller and worker each on one intra-op thread.
-
-    Why: a minibatch epoch alternates random-row gathers (memory latency) with thin
-    steps (dispatch and arithmetic); overlapped, one hides the other. The caller must be
-    done with item i before it asks for item i+2, so two buffers are enough."""
-    if n <= 0:
-        return
-    pool, work = _pool_of(1), _single_threaded(produce)
-    with one_thread():
-        ahead = pool.submit(work, 0)
-        for i in range(n):
-            item = ahead.result()
-            if i + 1 < n:
-                ahead = pool.submit(work, i + 1)
-            yield item

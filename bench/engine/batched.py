@@ -839,7 +839,7 @@ def fit_batched(
             _stream_epoch(kind, stacks, x, onehot, scales, blocks, workers)
         else:
             # thin linear steps on one thread, each span's gather on all of them
-            items = _gathered(rows_of, len(spans), linear and not stream)
+            items = _gathered(rows_of, len(spans), linear and not stream and workers > 1)
             if len(stacks) == 1 and stacks[0].on_numpy and stacks[0].k == 1:
                 st, k = stacks[0], stacks[0].ks[0]  # one small head: NumPy calls
                 dropout = dropouts[k] if dropouts[k] is not None and dropouts[k].p > 0 else None

@@ -411,7 +411,6 @@ class _Stack:
         # a few thousand parameters on the CPU: the update as NumPy calls on the same
         # memory (torch's dispatch per call is most of such a step)
         small = dev.type == "cpu" and self.theta.numel() <= NUMPY_STEP_MAX
-        self.on_numpy = small
         self._np = None if not small else tuple(
             None if t is None else t.numpy()
             for t in (self.theta, self.grad, self.m, self.v, self.lr, self.decay))
@@ -420,6 +419,11 @@ class _Stack:
     @property
     def k(self) -> int:
         return len(self.ks)
+
+    @property
+    def on_numpy(self) -> bool:
+        """Small enough on the CPU that its steps run as NumPy calls (NUMPY_STEP_MAX)."""
+        return self._np is not None
 
     def segs(self, flat: torch.Tensor) -> list[torch.Tensor]:
         out, off = [], 0

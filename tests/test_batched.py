@@ -503,3 +503,16 @@ def test_span_gathers_use_every_thread_and_thin_steps_one():
             == [2, 2]
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_linear_head_draws_only_from_its_own_generator():
+    """Its weights are uniform in ±1/√D from the generator it is given, its bias 0, and
+    the global torch stream (dropout's, other code's) is left where it was."""
+    state = torch.get_rng_state()
+    head = LinearHead(D, C, torch.Generator().manual_seed(11))
+    assert torch.equal(torch.get_rng_state(), state)
+    bound = 1.0 / D**0.5
+    want = torch.rand(C, D, generator=torch.Generator().manual_seed(11)) * 2 * bound - bound
+    assert torch.equal(head.linear.weight.detach(), want)
+    assert torch.equal(head.linear.bias.detach(), torch.zeros(C))
+    assert all(p.requires_grad and p.device.type == "cpu" for p in head.parameters())

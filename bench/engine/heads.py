@@ -22,15 +22,16 @@ HEAD_KINDS = ("auto", "linear", "prompt")
 class LinearHead(nn.Module):
     def __init__(self, dim: int, n_classes: int, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        # skip_init: nn.Linear's own initialisation would draw from the global torch
-        # stream (which e.g. dropout masks also use), so a fit's numbers would depend on
-        # how many heads were made before it in the process
-        self.linear = nn.utils.skip_init(nn.Linear, dim, n_classes)
+        # made on the meta device, then given its parameters: nn.Linear's own
+        # initialisation would draw from the global torch stream (which e.g. dropout masks
+        # also use), so a fit's numbers would depend on how many heads were made before it
+        # in the process. (nn.utils.skip_init does the same, but its to_empty imported
+        # torch's symbolic-shapes machinery, ~0.4 s of every run's first head.)
+        self.linear = nn.Linear(dim, n_classes, device="meta")
         bound = 1.0 / dim**0.5
-        with torch.no_grad():
-            w = torch.rand(n_classes, dim, generator=generator) * 2 * bound - bound
-            self.linear.weight.copy_(w)
-            self.linear.bias.zero_()
+        w = torch.rand(n_classes, dim, generator=generator) * 2 * bound - bound
+        self.linear.weight = nn.Parameter(w)
+        self.linear.bias = nn.Parameter(torch.zeros(n_classes))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.linear(h)

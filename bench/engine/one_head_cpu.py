@@ -60,6 +60,19 @@ def _cross_entropy(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
     return lse - logits[np.arange(len(y)), y]
 
 
+def _loss_gradient(logits: np.ndarray, y: np.ndarray, scale: np.ndarray | None,
+                   rule: Rule | None) -> np.ndarray:
+    """∂(Σ s·CE)/∂logits = s·(softmax − one-hot), in place of the logits; s from the
+    batch rule when there is one."""
+    if rule is not None:
+        scale = rule[0].scale_numpy(_cross_entropy(logits, y), rule[1])
+    assert scale is not None
+    g = _softmax(logits)
+    g[np.arange(len(y)), y] -= 1
+    g *= scale[:, None]
+    return g
+
+
 class _Head:
     """A head's gradient on NumPy views of one stack's flat parameters and gradient."""
 
@@ -127,11 +140,7 @@ class LinearCpu(_Head):
                   rule: Rule | None, first: bool) -> None:
         logits = xb @ self.w.T
         logits += self.b if self.offset is None else self.b + self.offset
-        if rule is not None:
-            scale = rule[0].scale_numpy(_cross_entropy(logits, y), rule[1])
-        g = _softmax(logits)
-        g[np.arange(len(y)), y] -= 1
-        g *= scale[:, None]
+        g = _loss_gradient(logits, y, scale, rule)
         if first:
             np.matmul(g.T, xb, out=self.gw)
             np.sum(g, 0, out=self.gb)
@@ -163,11 +172,7 @@ class PromptCpu(_Head):
         logits *= self.s
         if self.offset is not None:
             logits += self.offset
-        if rule is not None:
-            scale = rule[0].scale_numpy(_cross_entropy(logits, y), rule[1])
-        g = _softmax(logits)
-        g[np.arange(len(y)), y] -= 1
-        g *= scale[:, None]
+        g = _loss_gradient(logits, y, scale, rule)
         dz = g @ self.t
         dz *= self.s
         dz -= z * np.einsum("ij,ij->i", z, dz)[:, None]

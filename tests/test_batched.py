@@ -103,6 +103,41 @@ def test_batched_equals_sequential(split, monkeypatch, kind, atol, seeds, weight
     assert moved > 100 * atol  # the comparison is not between two untrained heads
 
 
+@pytest.mark.parametrize("kind,classes", [("linear", 2), ("linear", C), ("prompt", C)])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_one_small_head_reads_rows_inline_or_from_spans_alike(split, monkeypatch, kind, classes,
+                                                              workers):
+    """One small head on the CPU (NumPy steps) reads each block's rows straight from the
+    stored features (up to INLINE_GATHER_BYTES) or from gathered spans (beyond): the same
+    rows in the same blocks, so the same numbers bit for bit, dropout masks included."""
+    from bench.engine.heads import FeatureDropout
+
+    monkeypatch.setattr(batched, "cpu_workers", lambda device: workers)
+    monkeypatch.setattr(batched, "GATHER_BYTES", 150 * D * 4)  # several spans per epoch
+    y = split.y if classes == C else (split.y > 0).long()
+    data = FeatureSplit("train", split.x, y, y, y, split.eval_masks, classes, classes)
+    gathers = []
+    real_gathered = batched._gathered
+    monkeypatch.setattr(batched, "_gathered",
+                        lambda *a: gathers.append(a[1]) or real_gathered(*a))
+    fits = []
+    for inline_max in (1 << 40, 0):
+        monkeypatch.setattr(batched, "INLINE_GATHER_BYTES", inline_max)
+        gen = torch.Generator().manual_seed(4)
+        head = (LinearHead(D, classes, gen) if kind == "linear"
+                else PromptHead(TEXT, PROJ, D, 30.0))
+        drop = FeatureDropout(0.25, torch.Generator().manual_seed(5))
+        fits.append(batched.fit_batched([head], data, CFGS[3:], [Trainer(CPU, gen)],
+                                        torch.rand(N, generator=gen), dropouts=[drop],
+                                        block_rows=64))
+    assert gathers and len(gathers) == CFGS[3].epochs  # spans only when not inline
+    assert_same(fits[0], fits[1], 0.0)
+    start = LinearHead(D, classes, torch.Generator().manual_seed(4)) if kind == "linear" \
+        else PromptHead(TEXT, PROJ, D, 30.0)
+    assert not torch.equal(next(iter(fits[0][0].state_dict().values())),
+                           next(iter(start.state_dict().values())))
+
+
 def test_full_batch_streams_rows_in_storage_order(split):
     cfgs = [TrainConfig(epochs=5, lr=lr, batch_size=N) for lr in (1e-2, 5e-2)]
     want = sequential("linear", [0, 1], cfgs, split)

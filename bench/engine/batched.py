@@ -57,6 +57,14 @@ BLOCK_ROWS = 1024  # rows per gradient block (never more than a batch)
 # 128-1024: 2.9k x 384 rows 0.8x the time, 20k x 384 0.7-0.9x, CelebA's 163k x 768
 # 0.55-0.8x; 2 MB beat 768 KB and 4 MB spans overall.
 GATHER_BYTES = 2 << 20
+# features up to which one small head on the CPU (NumPy steps) reads each block's rows
+# straight from the stored features, right before its step, instead of from a span
+# gathered beforehand on two threads (fewer passes over memory, no fork-join). Measured
+# per epoch on 2 cores, SGD, binary linear head, inline vs spans: 4.8k x 384, batch 128:
+# 1.9 vs 3.0 ms; 20k x 384: 6.7 vs 11.4; 80k x 384: 34 vs 45; 163k x 384, batch
+# 256-1024: 76-89 vs 85-89; 163k x 768 (500 MB): batch 256 152 vs 154, batch 1024 167
+# vs 144, where the spans' two threads of reads in flight win.
+INLINE_GATHER_BYTES = 256 << 20
 PROMPT_GROUP = 1536  # prompt heads per product: up to this many output columns
 STEP_CHUNK = 1 << 17  # parameters per optimizer piece: its state stays in cache
 # parameters up to which a CPU step runs as NumPy calls (one head's whole step, or a
@@ -603,22 +611,27 @@ def _gather(x: torch.Tensor, idx: torch.Tensor, buf: torch.Tensor) -> torch.Tens
     return out.view(*idx.shape, x.shape[1])
 
 
-def _span_rows(x: torch.Tensor, onehot: torch.Tensor, spans: list[tuple[int, int, list]],
-               buf: torch.Tensor, ords: list[torch.Tensor], shared: bool, stream: bool,
-               j: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _span_rows(x: torch.Tensor, onehot: torch.Tensor | None,
+               spans: list[tuple[int, int, list]], buf: torch.Tensor, ords: list[torch.Tensor],
+               shared: bool, stream: bool, j: int) -> list[tuple[torch.Tensor, Any]]:
     """Span j's rows and one-hot labels for each stack: the stored rows themselves when
     streaming, one gather shared by all stacks, or each stack's own rows ([K, rows, D]),
-    gathered into `buf` (the previous span's steps are done by then)."""
+    gathered into `buf` (the previous span's steps are done by then). onehot None: the
+    labels are not gathered (the NumPy path takes them by index)."""
     g0, g1, _ = spans[j]
+
+    def labels(idx: Any) -> Any:
+        return None if onehot is None else onehot[idx]
+
     if stream:
-        return [(x[g0:g1], onehot[g0:g1])] * len(ords)
+        return [(x[g0:g1], labels(slice(g0, g1)))] * len(ords)
     if shared:
         idx = ords[0][0, g0:g1]
-        return [(_gather(x, idx, buf), onehot[idx])] * len(ords)
+        return [(_gather(x, idx, buf), labels(idx))] * len(ords)
     out, off = [], 0
     for o in ords:
         idx = o[:, g0:g1]
-        out.append((_gather(x, idx, buf[off:]), onehot[idx]))
+        out.append((_gather(x, idx, buf[off:]), labels(idx)))
         off += idx.numel()
     return out
 
@@ -838,40 +851,44 @@ def fit_batched(
         if buf.shape[0] < need:
             buf = x.new_empty(need, x.shape[1])
 
-        rows_of = partial(_span_rows, x, onehot, spans, buf, ords, shared, stream)
+        numpy_one = len(stacks) == 1 and stacks[0].on_numpy and stacks[0].k == 1
+        rows_of = partial(_span_rows, x, None if numpy_one else onehot, spans, buf, ords,
+                          shared, stream)
+        # thin linear steps on one thread, each span's gather on all of them
+        thin = linear and not stream and workers > 1
         if stream and workers > 1 and split_epochs:
             _stream_epoch(kind, stacks, x, onehot, scales, blocks, workers)
+        elif numpy_one:  # one small head: NumPy calls
+            st, k = stacks[0], stacks[0].ks[0]
+            dropout = dropouts[k] if dropouts[k] is not None and dropouts[k].p > 0 else None
+            inline = not stream and x.numel() * x.element_size() <= INLINE_GATHER_BYTES
+            rows = None if inline else (r[0][0] for r in _gathered(rows_of, len(spans), thin))
+            with one_blas_thread():
+                one_head_epoch(kind.on_cpu(st), st.step, spans, rows, x,
+                               None if rules else scales[0], ords[0], data.y,
+                               rules[k] if rules else None, dropout, st.batch, epoch_len)
         else:
-            # thin linear steps on one thread, each span's gather on all of them
-            items = _gathered(rows_of, len(spans), linear and not stream and workers > 1)
-            if len(stacks) == 1 and stacks[0].on_numpy and stacks[0].k == 1:
-                st, k = stacks[0], stacks[0].ks[0]  # one small head: NumPy calls
-                dropout = dropouts[k] if dropouts[k] is not None and dropouts[k].p > 0 else None
-                with one_blas_thread():
-                    one_head_epoch(kind.on_cpu(st), st.step, spans, items,
-                                   None if rules else scales[0], ords[0], data.y,
-                                   rules[k] if rules else None, dropout, st.batch, epoch_len)
-            else:
-                for (g0, _, span), rows in zip(spans, items, strict=True):
-                    for start, end in span:
-                        a, b = start - g0, end - g0
-                        for st, o, sc, (xg, ohg) in zip(stacks, ords, scales, rows, strict=True):
-                            xb, oh = xg.narrow(-2, a, b - a), ohg.narrow(-2, a, b - a)
-                            if dropping:
-                                xb = _dropped(st, [dropouts[k] for k in st.ks], start, end,
-                                              epoch_len, xb, device)
-                            if rules is not None:
-                                idx = o[0, start:end] if shared else o[:, start:end]
-                                s = _RuleScale([rules[k] for k in st.ks], idx, oh, shared)
-                            elif shared:
-                                s = _shared_scale(sc, start, end)
-                            else:
-                                s = (sc[:, start:end].unsqueeze(-1) if sc.dim() == 2
-                                     else sc[start:end].view(1, -1, 1))
-                            kind.grad(st.p, st.k, xb, oh, s, st.g, start % st.batch != 0, shared,
-                                      st.offset)
-                            if end % st.batch == 0 or end == epoch_len:
-                                st.step()
+            items = _gathered(rows_of, len(spans), thin)
+            for (g0, _, span), rows in zip(spans, items, strict=True):
+                for start, end in span:
+                    a, b = start - g0, end - g0
+                    for st, o, sc, (xg, ohg) in zip(stacks, ords, scales, rows, strict=True):
+                        xb, oh = xg.narrow(-2, a, b - a), ohg.narrow(-2, a, b - a)
+                        if dropping:
+                            xb = _dropped(st, [dropouts[k] for k in st.ks], start, end,
+                                          epoch_len, xb, device)
+                        if rules is not None:
+                            idx = o[0, start:end] if shared else o[:, start:end]
+                            s = _RuleScale([rules[k] for k in st.ks], idx, oh, shared)
+                        elif shared:
+                            s = _shared_scale(sc, start, end)
+                        else:
+                            s = (sc[:, start:end].unsqueeze(-1) if sc.dim() == 2
+                                 else sc[start:end].view(1, -1, 1))
+                        kind.grad(st.p, st.k, xb, oh, s, st.g, start % st.batch != 0, shared,
+                                  st.offset)
+                        if end % st.batch == 0 or end == epoch_len:
+                            st.step()
         epoch += 1
         for st in stacks:
             drop = []

@@ -184,24 +184,27 @@ class PromptCpu(_Head):
 
 
 def one_head_epoch(head: _Head, step: Callable[[], None], spans: list[tuple[int, int, list]],
-                   items: Iterable[list[tuple[torch.Tensor, torch.Tensor]]],
+                   rows: Iterable[torch.Tensor] | None, x: torch.Tensor,
                    scale: torch.Tensor | None, order: torch.Tensor, labels: torch.Tensor,
                    rule: BatchRule | None, dropout: Any, batch: int, epoch_len: int) -> None:
-    """One epoch over gathered spans (as the general block loop walks them): each block
-    adds to its batch's gradient, `step()` runs at each batch's end.
+    """One epoch over the general block loop's spans and blocks: each block adds to its
+    batch's gradient, `step()` runs at each batch's end.
 
+    rows: each span's gathered rows, or None to read each block's rows from the stored
+    features x by the epoch's order (the same rows, read right before their step);
     scale: the row scale in epoch order ([n] values, however shaped), or None with a
     rule; order: the epoch's example indices (the rule's `idx`); labels: the split's
     class of each example; dropout: a bench.FeatureDropout with p > 0, or None."""
     sc = None if scale is None else scale.reshape(-1).numpy()
     ord_1d = order.reshape(-1).numpy()
     y_epoch = labels.numpy()[ord_1d]
+    xs = x.numpy()
     mask: np.ndarray | None = None
-    for (g0, _, span), rows in zip(spans, items, strict=True):
-        xg_t = rows[0][0]
-        xg = xg_t.reshape(-1, xg_t.shape[-1]).numpy()
+    for (g0, _, span), xg_t in zip(spans, [None] * len(spans) if rows is None else rows,
+                                   strict=True):
+        xg = None if xg_t is None else xg_t.reshape(-1, xg_t.shape[-1]).numpy()
         for start, end in span:
-            xb = xg[start - g0 : end - g0]
+            xb = xs[ord_1d[start:end]] if xg is None else xg[start - g0 : end - g0]
             at = start % batch
             if dropout is not None:  # one mask per batch, drawn at its first block
                 if at == 0 and end - start == min(batch, epoch_len - start):  # a whole batch

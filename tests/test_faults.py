@@ -27,6 +27,7 @@ from bench.data.dataset import DatasetOptions
 from bench.errors import UserError
 from bench.plugins import registry
 from bench.run import tracking
+from bench.tuning import study
 
 QUICK = ["--methods", "erm", "--trials", "0", "--seeds", "1", "--no-progress",
          "--dataset", "synthetic", "--device", "cpu"]
@@ -43,30 +44,43 @@ def error_lines(stderr: str) -> list[str]:
     return [ln for ln in stderr.splitlines() if ln.strip()]
 
 
-# -- the cached MLflow template --------------------------------------------------------
-@pytest.fixture(scope="module")
-def built_template(tmp_path_factory) -> Path:
-    """One template built by the real code (MLflow's migrations), copied by each test."""
-    import mlflow
+# -- the cached empty stores (MLflow's and Optuna's) ------------------------------------
+TEMPLATES = {"MLflow": tracking.mlflow_template, "Optuna": study.optuna_template}
+LOGGER = "bench.data.store_template"
 
-    root = tmp_path_factory.mktemp("template-cache")
+
+def open_new_store(library: str, db: Path) -> None:
+    """What a new run does with the template: starts a store at db."""
+    if library == "MLflow":
+        tracking.Tracker(f"sqlite:///{db}", "spurbench/faults")
+    else:
+        study.open_storage(f"sqlite:///{db}")
+
+
+@pytest.fixture(scope="module", params=sorted(TEMPLATES))
+def built_template(request, tmp_path_factory) -> tuple[str, Path]:
+    """One template per library built by the real code (MLflow's migrations, Optuna's
+    alembic stamp), copied by each test."""
+    library = request.param
+    root = tmp_path_factory.mktemp(f"template-cache-{library}")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SPURBENCH_CACHE", str(root))
-        built = tracking._template()
-    assert built == cache.mlflow_template(mlflow.__version__, root)
-    assert tracking.template_problem(built) is None
-    return built
+        built = TEMPLATES[library]().cached()
+    assert built == TEMPLATES[library]().path(root)
+    assert TEMPLATES[library]().problem(built) is None
+    return library, built
 
 
 @pytest.fixture
-def template_cache(built_template, tmp_path, monkeypatch) -> Path:
-    """A cache folder holding a copy of the template and its checksum; the template path."""
+def template_cache(built_template, tmp_path, monkeypatch) -> tuple[str, Path]:
+    """A cache folder holding a copy of the template and its checksum; (library, path)."""
+    library, built = built_template
     root = tmp_path / "cache"
     root.mkdir()
-    for path in built_template.parent.glob(built_template.name + "*"):
+    for path in built.parent.glob(built.name + "*"):
         (root / path.name).write_bytes(path.read_bytes())
     monkeypatch.setenv("SPURBENCH_CACHE", str(root))
-    return root / built_template.name
+    return library, root / built.name
 
 
 def _damage(path: Path, how: str) -> None:
@@ -79,9 +93,9 @@ def _damage(path: Path, how: str) -> None:
         path.write_bytes(raw[:-100] + bytes([raw[-100] ^ 0xFF]) + raw[-99:])
     elif how == "empty":
         path.write_bytes(b"")
-    elif how == "no runs table":  # a valid SQLite file of the wrong shape
+    elif how.startswith("no "):  # "no TABLE": that table dropped
         con = sqlite3.connect(path)
-        con.execute("DROP TABLE runs")
+        con.execute(f"DROP TABLE {how.split()[1]}")
         con.commit()
         con.close()
     else:
@@ -95,73 +109,107 @@ def _damage(path: Path, how: str) -> None:
     # a template cached before checksums were written: SQLite's own checks
     ("truncated", False, "not a usable SQLite database"),
     ("garbage", False, "not a usable SQLite database"),
-    ("no runs table", False, "missing table(s) runs"),
+    ("no table", False, "missing table(s)"),  # a valid SQLite file of the wrong shape
 ])
 def test_damaged_template_is_found_and_rebuilt_with_one_warning(template_cache, caplog, how,
                                                                 checksum, says):
-    _damage(template_cache, how)
+    library, template = template_cache
+    if how == "no table":  # one the library needs, named in the message
+        how = f"no {sorted(TEMPLATES[library]().tables - {'alembic_version'})[0]}"
+        says = f"{says} {how.split()[1]}"
+    _damage(template, how)
     if not checksum:
-        template_cache.with_name(template_cache.name + ".sha256").unlink(missing_ok=True)
-    assert says in (tracking.template_problem(template_cache) or "")
-    with caplog.at_level(logging.WARNING, logger="bench.run.tracking"):
-        db = template_cache.parent.parent / "run" / "mlflow.db"
-        tracking.Tracker(f"sqlite:///{db}", "spurbench/faults")
-    warnings = [r.getMessage() for r in caplog.records if r.name == "bench.run.tracking"]
+        template.with_name(template.name + ".sha256").unlink(missing_ok=True)
+    assert says in (TEMPLATES[library]().problem(template) or "")
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        open_new_store(library, template.parent.parent / "run" / "store.db")
+    warnings = [r.getMessage() for r in caplog.records if r.name == LOGGER]
     assert len(warnings) == 1, warnings
-    assert str(template_cache) in warnings[0] and "rebuilding it" in warnings[0]
-    assert says in warnings[0]
-    assert tracking.template_problem(template_cache) is None  # healthy again
-    assert (template_cache.parent / (template_cache.name + ".sha256")).is_file()
+    assert str(template) in warnings[0] and "rebuilding it" in warnings[0]
+    assert says in warnings[0] and f"cached {library} template" in warnings[0]
+    assert TEMPLATES[library]().problem(template) is None  # healthy again
+    assert (template.parent / (template.name + ".sha256")).is_file()
 
 
 def test_a_run_with_a_corrupt_template_works_and_warns_once(template_cache, tmp_path):
-    _damage(template_cache, "truncated")
+    library, template = template_cache
+    _damage(template, "truncated")
     r = bench_cli("run", *QUICK, "--out", str(tmp_path / "run"),
-                  env={"SPURBENCH_CACHE": str(template_cache.parent)})
+                  env={"SPURBENCH_CACHE": str(template.parent)})
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
-    assert r.stderr.count("cached MLflow template") == 1, r.stderr
+    assert r.stderr.count(f"cached {library} template") == 1, r.stderr
+    # the other library's template was built quietly
+    assert len([ln for ln in r.stderr.splitlines() if "template" in ln]) == 1, r.stderr
     assert (tmp_path / "run" / "leaderboard.md").is_file()
-    assert tracking.template_problem(template_cache) is None
+    assert TEMPLATES[library]().problem(template) is None
+
+
+def test_a_new_store_is_a_copy_of_the_template_and_an_existing_one_is_never_replaced(
+        template_cache, tmp_path):
+    library, template = template_cache
+    db = tmp_path / "run" / "store.db"
+    assert TEMPLATES[library]().seed(db)
+    assert db.read_bytes() == template.read_bytes()
+    open_new_store(library, db)  # the library takes the copy as its own store
+    db.write_bytes(b"another process's store")
+    assert not TEMPLATES[library]().seed(db)
+    assert db.read_bytes() == b"another process's store"
+    assert not list(db.parent.glob(".*.tmp"))
+
+
+def test_a_run_directory_starts_from_both_templates(tmp_path):
+    r = bench_cli("run", *QUICK, "--out", str(tmp_path / "run"),
+                  env={"SPURBENCH_CACHE": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in (tmp_path / "cache").glob("*-empty-*.db"))
+    assert [n.split("-empty-")[0] for n in names] == ["mlflow", "optuna"], names
+    for library in TEMPLATES:
+        assert TEMPLATES[library]().problem(
+            TEMPLATES[library]().path(tmp_path / "cache")) is None
 
 
 def test_an_unusable_cache_folder_warns_once_and_the_run_works(tmp_path, monkeypatch, caplog):
     not_a_folder = tmp_path / "cache-file"
     not_a_folder.write_text("a file where the cache folder should be")
     monkeypatch.setenv("SPURBENCH_CACHE", str(not_a_folder))
-    with caplog.at_level(logging.WARNING, logger="bench.run.tracking"):
-        for i in range(2):  # two stores in one process: one warning
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        for i in range(2):  # two stores of each library in one process: one warning
             tracking.Tracker(f"sqlite:///{tmp_path / f'run{i}' / 'mlflow.db'}", "spurbench/x")
-    warnings = [r.getMessage() for r in caplog.records if r.name == "bench.run.tracking"]
+            study.open_storage(f"sqlite:///{tmp_path / f'run{i}' / 'optuna.db'}")
+    warnings = [r.getMessage() for r in caplog.records if r.name == LOGGER]
     assert len(warnings) == 1, warnings
     assert f"{not_a_folder} is a file, not a folder" in warnings[0]
     assert (tmp_path / "run1" / "mlflow.db").is_file()  # MLflow made it itself
+    assert (tmp_path / "run1" / "optuna.db").is_file()  # and Optuna
 
 
 def test_cache_clear_removes_templates_and_rendered_images_and_says_so(template_cache):
     from bench.cli import app
 
-    root = template_cache.parent
+    _, template = template_cache
+    root = template.parent
     registry.load_plugins()
     spec = registry.get_dataset("waterbirds-synth").load(DatasetOptions(extra={
         "n_train": "16", "n_val": "8", "n_test": "8", "size": "16"}))
     assert Path(spec.root).is_relative_to(root)
-    (root / f".{template_cache.name}.999.tmp").write_bytes(b"left by a killed process")
+    (root / f".{template.name}.999.tmp").write_bytes(b"left by a killed process")
     result = CliRunner().invoke(app, ["cache", "clear", "--cache-dir", str(root)])
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())
     assert "the rendered images of waterbirds-synth" in said
-    assert f"the MLflow template database {template_cache.name}" in said
+    assert f"the template database {template.name}" in said
     assert sorted(p.name for p in root.iterdir()) == []
 
 
 def test_cache_clear_of_one_dataset_keeps_the_template(template_cache):
     from bench.cli import app
 
+    _, template = template_cache
     result = CliRunner().invoke(app, ["cache", "clear", "--cache-dir",
-                                      str(template_cache.parent), "--dataset", "waterbirds"])
-    assert result.exit_code == 0 and "MLflow" not in result.output
-    assert template_cache.is_file()
+                                      str(template.parent), "--dataset", "waterbirds"])
+    assert result.exit_code == 0 and "template" not in result.output
+    assert template.is_file()
 
 
 # -- rendered embedded-dataset images -------------------------------------------------

@@ -84,7 +84,8 @@ def cache_clear(
     if done.rendered:
         parts.append(f"the rendered images of {', '.join(done.rendered)}")
     if done.templates:
-        parts.append(f"the MLflow template database {', '.join(done.templates)}")
+        parts.append(f"the template database{'s' if len(done.templates) > 1 else ''} "
+                     f"{', '.join(done.templates)}")
     listed = parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
     out.print(f"removed {listed} from {root} ({_mb(done.freed)})", soft_wrap=True)
 

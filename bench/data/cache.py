@@ -35,7 +35,10 @@ from bench.encoders.factory import Encoded, Encoder
 from bench.errors import UserError
 
 FORMAT = 1
-TEMPLATE_PREFIX = "mlflow-empty-"  # + <mlflow version>.db, with .sha256 and .lock beside it
+# <library>-empty-<version>.db: an empty store (bench.data.store_template), with .sha256
+# and .lock beside it
+TEMPLATE_SUFFIX = "-empty-"
+TEMPLATE_LIBRARIES = ("mlflow", "optuna")
 log = logging.getLogger("bench.data.cache")
 
 
@@ -70,9 +73,10 @@ def make_dir(folder: Path, root: Path | None = None) -> Path:
     return folder
 
 
-def mlflow_template(version: str, root: Path | None = None) -> Path:
-    """The cached empty MLflow SQLite store for one MLflow version (see bench.run.tracking)."""
-    return (cache_dir() if root is None else Path(root)) / f"{TEMPLATE_PREFIX}{version}.db"
+def is_template_file(name: str) -> bool:
+    """A cached empty store, its checksum or lock, or a half-written one (".name.tmp")."""
+    return name.lstrip(".").startswith(tuple(f"{lib}{TEMPLATE_SUFFIX}"
+                                             for lib in TEMPLATE_LIBRARIES))
 
 
 def features_dir(root: Path) -> Path:
@@ -303,7 +307,7 @@ def verify(entry: Entry) -> str:
 
 @dataclass
 class Cleared:
-    """What `sweep` removed: feature entries, rendered datasets, MLflow templates, bytes."""
+    """What `sweep` removed: feature entries, rendered datasets, store templates, bytes."""
 
     entries: int = 0
     rendered: list[str] = field(default_factory=list)
@@ -344,8 +348,7 @@ def sweep(root: Path, dataset: str | None = None) -> Cleared:
             out.freed += _remove_tree(rendered)
     if dataset is None and Path(root).is_dir():
         for path in sorted(Path(root).iterdir()):
-            name = path.name.lstrip(".")
-            if name.startswith(TEMPLATE_PREFIX) and path.is_file():
+            if is_template_file(path.name) and path.is_file():
                 if path.suffix == ".db":
                     out.templates.append(path.name)
                 out.freed += path.stat().st_size

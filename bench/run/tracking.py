@@ -14,12 +14,12 @@ import json
 import logging
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.data.store_template import StoreTemplate, sqlite_path
 from bench.errors import UserError
 from bench.run.redact import redact, remember
 
@@ -138,120 +138,21 @@ def default_uri(run_dir: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
 
 
-def _sqlite_path(uri: str) -> Path | None:
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+TEMPLATE_TABLES = frozenset({"alembic_version", "experiments", "runs", "metrics", "params",
+                             "tags"})
 
 
-TEMPLATE_TABLES = {"alembic_version", "experiments", "runs", "metrics", "params", "tags"}
-_warned: set[str] = set()  # one warning per problem per process
-
-
-def template_problem(template: Path) -> str | None:
-    """Why a cached template store cannot be used (None: it can).
-
-    A checksum written beside it when it was built catches any changed byte; SQLite's
-    quick_check and the expected tables (with an alembic version) catch a damaged or
-    foreign file, also one cached before checksums were written.
-    """
-    import sqlite3
-
-    if not template.is_file():
-        return "missing"
-    digest = template.with_name(template.name + ".sha256")
-    if digest.is_file():
-        from bench.data.cache import sha256_file
-
-        try:
-            if digest.read_text().strip() != sha256_file(template):
-                return "checksum mismatch"
-        except OSError as exc:
-            return f"unreadable: {exc.strerror or type(exc).__name__}"
-    try:
-        con = sqlite3.connect(f"file:{template}?mode=ro", uri=True)
-        try:
-            check = con.execute("PRAGMA quick_check").fetchall()
-            rows = con.execute("SELECT name FROM sqlite_master WHERE type='table'")
-            tables = {r[0] for r in rows}
-            version = (con.execute("SELECT version_num FROM alembic_version").fetchall()
-                       if "alembic_version" in tables else [])
-        finally:
-            con.close()
-    except sqlite3.Error as exc:
-        return f"not a usable SQLite database: {exc}"
-    if check != [("ok",)]:
-        return f"SQLite quick_check: {check[0][0]}"
-    missing = TEMPLATE_TABLES - tables
-    if missing:
-        return f"missing table(s) {', '.join(sorted(missing))}"
-    if len(version) != 1 or not version[0][0]:
-        return "no alembic schema version"
-    return None
-
-
-def _build_template(template: Path) -> None:
-    """Create an empty, migrated store (MLflow runs its migrations), then its checksum."""
+def _build_store(url: str) -> None:
     from mlflow.tracking import MlflowClient
 
-    from bench.data.cache import sha256_file
-
-    tmp = template.with_name(f".{template.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments()  # creates tables
-        problem = template_problem(tmp)
-        if problem is not None:
-            raise OSError(f"the new template is unusable ({problem})")
-        digest = template.with_name(template.name + ".sha256")
-        digest_tmp = digest.with_name(f".{digest.name}.{os.getpid()}.tmp")
-        digest_tmp.write_text(sha256_file(tmp) + "\n")
-        os.replace(tmp, template)
-        os.replace(digest_tmp, digest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    MlflowClient(tracking_uri=url).search_experiments()  # creates and migrates the tables
 
 
-def _template() -> Path | None:
-    """The verified template store for this MLflow version, built (or rebuilt, with one
-    warning, when damaged) under a lock; None when the cache folder cannot be used."""
+def mlflow_template() -> StoreTemplate:
+    """The cached empty tracking store of this MLflow version (bench.data.store_template)."""
     import mlflow
-    from filelock import FileLock, Timeout
 
-    from bench.data.cache import cache_dir, mlflow_template, unusable
-
-    root = cache_dir()
-    template = mlflow_template(mlflow.__version__, root)
-    if template_problem(template) is None:  # the usual case: no lock, works read-only
-        return template
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(template.with_name(template.name + ".lock")), timeout=300):
-            problem = template_problem(template)  # another process may have rebuilt it
-            if problem is None:
-                return template
-            if problem != "missing":
-                log.warning("cached MLflow template %s is damaged (%s); rebuilding it",
-                            template, problem)
-            _build_template(template)
-        return template
-    except (OSError, Timeout) as exc:
-        if str(root) not in _warned:
-            _warned.add(str(root))
-            log.warning("cache folder %s is unusable (%s); MLflow stores are created without "
-                        "the cached template (slower); set SPURBENCH_CACHE to a folder you can "
-                        "write", root, unusable(template, exc))
-        return None
-
-
-def _seed_sqlite_store(path: Path) -> None:
-    """Start a new SQLite tracking store as a copy of an empty, migrated one (cached per
-    MLflow version): MLflow's schema migrations take seconds on every fresh database."""
-    template = _template()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if template is None:
-        return  # MLflow creates (and migrates) the store on first use
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    shutil.copyfile(template, tmp)
-    os.replace(tmp, path)
+    return StoreTemplate("MLflow", mlflow.__version__, TEMPLATE_TABLES, _build_store)
 
 
 class Tracker:
@@ -266,9 +167,9 @@ class Tracker:
             logging.getLogger(name).setLevel(logging.WARNING)
 
         self.uri = uri
-        db = _sqlite_path(uri)
-        if db is not None and not db.exists():
-            _seed_sqlite_store(db)
+        db = sqlite_path(uri)
+        if db is not None:
+            mlflow_template().seed(db)
         self.client = MlflowClient(tracking_uri=uri)
         # a local store keeps its artifacts beside it, not in ./mlruns of the working directory
         self.artifact_location = (db.parent / "mlartifacts").resolve().as_uri() if db else None

@@ -34,6 +34,7 @@ from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from bench.data.store_template import StoreTemplate, sqlite_path
 from bench.errors import UserError
 from bench.run.redact import redact, remember
 from bench.tuning import heartbeat
@@ -98,17 +99,35 @@ def open_storage(url: str) -> BaseStorage:
     return storage
 
 
+OPTUNA_TABLES = frozenset({"alembic_version", "studies", "trials", "trial_params",
+                           "trial_values", "version_info"})
+
+
+def _build_store(url: str) -> None:
+    optuna.storages.RDBStorage(url).engine.dispose()  # creates and stamps the tables
+
+
+def optuna_template() -> StoreTemplate:
+    """The cached empty study database of this Optuna version (bench.data.store_template)."""
+    return StoreTemplate("Optuna", optuna.__version__, OPTUNA_TABLES, _build_store)
+
+
 def _rdb_storage(url: str) -> BaseStorage:
     """An RDB storage; workers that start together on an empty database race to create
-    its tables, and the losers simply try again once the tables exist."""
+    its tables, and the losers simply try again once the tables exist. A new SQLite file
+    starts as a copy of the cached empty one, made by this Optuna version: its schema
+    check (alembic's scripts, ~0.1 s) is skipped for that copy only."""
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
+    db = sqlite_path(url)
+    seeded = db is not None and optuna_template().seed(db)
     kwargs: dict[str, Any] = (
         {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     )
     for attempt in range(6):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs,
+                                              skip_compatibility_check=seeded)
         except (IntegrityError, ProgrammingError):
             if attempt == 5:
                 raise

@@ -7,6 +7,7 @@ processes' worth of tuners sharing one study without overrunning its budget.
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -303,3 +304,37 @@ def test_pruner_snapshot_decides_as_optunas_median_pruner(tmp_path, width):
         states[plain] = [(t.number, t.state, t.value) for t in study.get_trials()]
     assert states[False] == states[True]
     assert any(s == TrialState.PRUNED for _, s, _ in states[True])  # the pruner acted
+
+
+@pytest.mark.parametrize("width", [1, 3])
+def test_tpe_reads_the_trials_once_per_trial_and_draws_what_fresh_reads_draw(tmp_path,
+                                                                             monkeypatch, width):
+    """TrialSeededTPE hands TPE a view of the study whose trial lists are read once per
+    trial; every trial's parameters equal those drawn with a fresh read per parameter
+    (TPE's own way), past the start-up draws too, with fewer reads of the storage."""
+    from bench.tuning.study import TrialSeededTPE
+
+    reads = {}
+    params = {}
+    real = optuna.Study._get_trials
+    for fresh in (False, True):
+        count = [0]
+
+        def counted(self, *a, count=count, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+            count[0] += 1
+            return real(self, *a, **kw)
+
+        monkeypatch.setattr(optuna.Study, "_get_trials", counted)
+        if fresh:
+            monkeypatch.setattr(TrialSeededTPE, "_seen", lambda self, study, trial: study)
+        (tmp_path / str(fresh)).mkdir()
+        study = study_at(tmp_path / str(fresh), seed=5)
+        space = {**SPACE, "y": Float(-1.0, 1.0, 0.1), "k": Int(1, 9, 3)}
+        tune(study, space, {}, 16, lambda p, t: (score(p) - p["y"] ** 2 + 0.01 * p["k"], {}),
+             width=width)
+        params[fresh] = [t.params for t in study.get_trials()]
+        reads[fresh] = count[0]
+    assert params[False] == params[True]
+    assert len(params[True]) == 16 and len({json.dumps(p, sort_keys=True)
+                                            for p in params[True]}) > 8
+    assert reads[False] < reads[True] - 16  # at least one read saved per trial

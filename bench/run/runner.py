@@ -404,14 +404,11 @@ class Run:
             f"{socket.gethostname()}/{os.getpid()}", self.tags(),
         )
 
-        def on_trial(_: optuna.trial.FrozenTrial) -> None:
-            if on_progress is not None:
-                on_progress(min(len(finished_trials(study)), budget))
-
-        if on_progress is not None:
+        if on_progress is not None:  # what earlier runs finished (tune() goes on from it)
             on_progress(min(len(finished_trials(study)), budget))
-        return tune(study, tunable, fixed, budget, None, self.cfg.timeout, on_trial, wait,
-                    defaults, width=self.cfg.parallel_trials, rounds=rounds)
+        return tune(study, tunable, fixed, budget, None, self.cfg.timeout, None, wait,
+                    defaults, width=self.cfg.parallel_trials, rounds=rounds,
+                    progress=on_progress)
 
     def recover(self, tracker: Tracker) -> Recovered:
         """After a crash: fail trials of dead processes, mark their MLflow runs KILLED."""

@@ -98,11 +98,14 @@ def is_stale(study: optuna.Study, trial: FrozenTrial, now: float | None = None) 
     return now - float(beat) > grace()
 
 
-def fail_stale(study: optuna.Study) -> list[int]:
-    """Fail the study's RUNNING trials whose process is gone; return their numbers."""
+def fail_stale(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> list[int]:
+    """Fail the study's RUNNING trials whose process is gone; return their numbers.
+    trials: the study's trials as just read (saves a read), else they are read."""
     interval()  # a bad SPURBENCH_HEARTBEAT fails here even when no trial is running
     failed = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    running = (study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if trials is None
+               else [t for t in trials if t.state == TrialState.RUNNING])
+    for t in running:
         if not is_stale(study, t):
             continue
         try:

@@ -39,7 +39,7 @@ def wga_vs_average(board: Board, path: Path) -> Path:
 def wga_figure(board: Board) -> Figure:
     """One point per method at (mean average acc, mean WGA), error bars = std over seeds;
     each point's rank placed where it overlaps no other rank (see _place_labels)."""
-    fig = Figure(figsize=(6.4, 4.8), layout="constrained")
+    fig = Figure(figsize=(7.6, 4.8), layout="constrained")  # the legend beside the axes
     ax = fig.add_subplot()
     rows = list(board.ranked.iter_rows(named=True))
     for i, (row, color) in enumerate(zip(rows, _colors(len(rows)), strict=True)):
@@ -58,7 +58,9 @@ def wga_figure(board: Board) -> Figure:
     ax.set_title(title(board.meta), fontsize=10)
     ax.grid(alpha=0.3)
     if rows:
-        ax.legend(fontsize=7, loc="best")
+        # beside the axes, where it hides no point or rank (and "best" searched every
+        # artist, the rank labels' leader lines included: ~0.15 s of a 0.26 s plot)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         _place_labels(fig, ax, [(r["avg_mean"], r["wga_mean"]) for r in rows],
                       [str(r["rank"]) for r in rows])
     return fig
@@ -79,8 +81,10 @@ def _place_labels(fig: Figure, ax, points: list[tuple[float, float]], texts: lis
     from matplotlib.transforms import Bbox
 
     FigureCanvasAgg(fig)
-    fig.draw_without_rendering()  # settle the layout so data -> pixel transforms are final,
-    fig.set_layout_engine("none")  # and keep it: a relayout would rescale under the labels
+    engine = fig.get_layout_engine()
+    if engine is not None:  # settle the layout so data -> pixel transforms are final
+        engine.execute(fig)  # (the layout alone: drawing the figure for it cost ~0.1 s)
+    fig.set_layout_engine(None)  # and keep it: a relayout would rescale under the labels
     renderer = fig.canvas.get_renderer()
     px = fig.dpi / 72.0
     centers = [ax.transData.transform(p) for p in points]

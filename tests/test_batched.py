@@ -20,7 +20,7 @@ from torch.nn import functional as F
 import bench.engine.batched as batched
 from bench.data.store import FeatureSplit
 from bench.engine.heads import LinearHead, PromptHead
-from bench.engine.one_head_cpu import BinaryLinearCpu
+from bench.engine.one_head_cpu import COLUMN_REDUCE_CLASSES, BinaryLinearCpu, row_max, row_sum
 from bench.engine.trainer import Hooks, NonFiniteLoss, TrainConfig, Trainer
 
 CPU = torch.device("cpu")
@@ -551,3 +551,20 @@ def test_a_linear_head_draws_only_from_its_own_generator():
     assert torch.equal(head.linear.weight.detach(), want)
     assert torch.equal(head.linear.bias.detach(), torch.zeros(C))
     assert all(p.requires_grad and p.device.type == "cpu" for p in head.parameters())
+
+
+@pytest.mark.parametrize("classes", range(1, COLUMN_REDUCE_CLASSES + 3))
+def test_row_max_and_sum_are_numpys_bit_for_bit(classes):
+    """The NumPy engine's column-by-column row max and sum give NumPy's own axis-1
+    reductions exactly (so the faster softmax trains the same numbers), for ordinary
+    values, ±0, infinities and NaN, at every class count (the wide ones fall back)."""
+    import numpy as np
+
+    rng = np.random.default_rng(classes)
+    for rows in (1, 5, 128, 517):
+        a = (rng.standard_normal((rows, classes)) * 30).astype(np.float32)
+        special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45], np.float32)
+        a.flat[rng.integers(0, a.size, a.size // 7 + 1)] = rng.choice(special, a.size // 7 + 1)
+        for x in (a, np.exp(np.minimum(a, 80))):
+            assert np.array_equal(row_max(x).view(np.int32), x.max(1).view(np.int32))
+            assert np.array_equal(row_sum(x).view(np.int32), x.sum(1).view(np.int32))

@@ -142,3 +142,31 @@ def test_sigterm_ends_a_run_like_ctrl_c(tmp_path, tmp_path_factory):
     assert r.returncode == 0, r.stderr
     trials, _, parent = state(run_dir)
     assert parent.info.status == "FINISHED" and sum(counts(t) for t in trials) == BUDGET
+
+
+def test_an_interrupted_and_resumed_run_gives_the_uninterrupted_numbers(tmp_path,
+                                                                       tmp_path_factory):
+    """Ctrl-C during a TPE-drawn trial, then the same command: every results row
+    (tuned parameters, validation and test metrics) equals a run never interrupted. A
+    Ctrl-C is not part of (method, data, budget, seed)."""
+    import polars as pl
+
+    plugins = plugin_dir(tmp_path_factory)
+    clean = subprocess.run(bench_cmd(*run_args(tmp_path / "clean", plugins)), cwd=tmp_path,
+                           capture_output=True, text=True, env=quiet_env(), timeout=600)
+    assert clean.returncode == 0, clean.stderr
+    run_dir = interrupted_run(tmp_path, plugins, signal.SIGINT, block_at=2)
+    again = subprocess.run(bench_cmd(*run_args(tmp_path / "runs", plugins)), cwd=tmp_path,
+                           capture_output=True, text=True, env=quiet_env(), timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "2 finished trial(s)" in again.stderr  # fasta's trials 0 and 1 kept
+
+    def numbers(folder: Path) -> pl.DataFrame:
+        table = pl.read_parquet(folder / "results.parquet")
+        keep = ["method", "seed", "params", "trials", "best_is_default"] + [
+            c for c in table.columns if c.startswith(("val_", "test_"))]
+        return table.select(keep).sort("method", "seed")
+
+    resumed = numbers(run_dir)
+    assert resumed.height == len(METHODS)
+    assert resumed.equals(numbers((tmp_path / "clean" / "latest").resolve()))

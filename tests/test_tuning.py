@@ -122,7 +122,7 @@ def test_ctrl_c_fails_the_trial_uncounted_and_resume_fills_the_budget(tmp_path):
     assert len(set(params)) == 5  # a resumed sampler does not redraw earlier trials
 
 
-def test_trial_params_depend_on_seed_and_trial_number_only(tmp_path):
+def test_trial_params_depend_on_seed_and_place_only(tmp_path):
     def draws(name: str, seed: int) -> list:
         study = open_study(f"sqlite:///{tmp_path / 'd.db'}", name, seed)
         tune(study, SPACE, {}, 4, lambda p, t: (score(p), {}))
@@ -130,6 +130,42 @@ def test_trial_params_depend_on_seed_and_trial_number_only(tmp_path):
 
     assert draws("a", 1) == draws("b", 1)
     assert draws("c", 2) != draws("a", 1)
+
+
+@pytest.mark.parametrize("cut", [0, 2, 6])  # the defaults, a start-up draw, a TPE draw
+def test_a_resumed_study_proposes_what_an_uninterrupted_one_does(tmp_path, cut):
+    """A trial cut off by Ctrl-C takes no place in the study: the trial asked in its
+    stead draws what it would have drawn, so after a resume the finished trials'
+    parameters, in order, their scores and the chosen best equal an uninterrupted
+    study's. (Seeding by trial number made the replacement a different draw: a Ctrl-C
+    changed the tuned result.)"""
+    budget = 10
+
+    def objective(params, trial):
+        return score(params), {}
+
+    (tmp_path / "whole").mkdir()
+    whole = study_at(tmp_path / "whole")
+    expected = tune(whole, SPACE, {}, budget, objective)
+
+    def interrupting(params, trial):
+        if trial.number == cut:
+            raise KeyboardInterrupt
+        return objective(params, trial)
+
+    (tmp_path / "cut").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        tune(study_at(tmp_path / "cut"), SPACE, {}, budget, interrupting)
+    resumed = study_at(tmp_path / "cut")  # a new process: a new sampler
+    got = tune(resumed, SPACE, {}, budget, objective)
+
+    def finished(study):
+        return [(t.params, t.value) for t in finished_trials(study)]
+
+    assert len(finished(resumed)) == budget
+    assert finished(resumed) == finished(whole)
+    assert got.best_params == expected.best_params and got.best_value == expected.best_value
+    assert len(resumed.get_trials()) == budget + 1  # the cut one stays, failed, uncounted
 
 
 def test_a_dead_process_trial_is_failed_at_once_and_rerun(tmp_path):

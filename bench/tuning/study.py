@@ -1,7 +1,8 @@
 """Optuna tuning: one study per (run, method), the same trial budget for every method.
 
-TPE seeded per trial number (so a resumed or shared study never redraws another trial's
-parameters), with its random start-up phase sized to the budget (`startup_trials`); the
+TPE seeded per trial place (so a resumed or shared study never redraws another trial's
+parameters, and a trial cut off by Ctrl-C or a dead process is replaced by the draw it
+would have made), with its random start-up phase sized to the budget (`startup_trials`); the
 method's defaults are the first trial, re-queued until it has run (an interrupted
 defaults trial is never silently replaced by a TPE draw); intermediate validation scores
 feed a median pruner; a trial that raises or returns NaN is recorded as failed with its
@@ -138,12 +139,17 @@ def _rdb_storage(url: str) -> BaseStorage:
 
 # -- the sampler ---------------------------------------------------------------------------
 class TrialSeededTPE(optuna.samplers.BaseSampler):
-    """TPE whose randomness is seeded by (study seed, trial number).
+    """TPE whose randomness is seeded by (study seed, the trial's place in the study).
 
     A single seeded TPESampler restarts its random stream on every resume and in every
     worker, so it would propose the same "random" startup trials again; seeding per trial
-    keeps a run reproducible and every trial's draw distinct. `constant_liar` keeps
-    parallel workers from proposing what another worker is already running.
+    keeps a run reproducible and every trial's draw distinct. A trial's place is how many
+    live trials (counting, running or queued) precede it, not its storage number: a
+    trial cut off by Ctrl-C or a dead process takes no place, so the trial asked in its
+    stead draws, from the same completed trials, what it would have drawn, and a resumed
+    run proposes what an uninterrupted one does. (Without interruptions the place is the
+    trial's number.) `constant_liar` keeps parallel workers from proposing what another
+    worker is already running.
     """
 
     def __init__(self, seed: int, n_startup_trials: int = 10) -> None:
@@ -155,19 +161,21 @@ class TrialSeededTPE(optuna.samplers.BaseSampler):
 
     def _seen(self, study: optuna.Study, trial: FrozenTrial) -> Any:
         """The study as this trial's draws see it (one read of the trials per trial)."""
-        self._for(trial)
-        if self._view is None or self._view.study is not study:
-            self._view = _TrialView(study)
+        self._for(study, trial)
+        assert self._view is not None
         return self._view
 
-    def _for(self, trial: FrozenTrial) -> optuna.samplers.TPESampler:
-        if self._tpe is None or self._number != trial.number:
+    def _for(self, study: optuna.Study, trial: FrozenTrial) -> optuna.samplers.TPESampler:
+        if self._tpe is None or self._number != trial.number or self._view is None \
+                or self._view.study is not study:
             self._number = trial.number
-            self._view = None
+            self._view = _TrialView(study)
+            place = sum(t.number < trial.number and _live(t)
+                        for t in self._view.get_trials(deepcopy=False))
             with warnings.catch_warnings():  # constant_liar is marked experimental
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self._tpe = optuna.samplers.TPESampler(
-                    seed=derive_seed(self.seed, trial.number) % (2**31), constant_liar=True,
+                    seed=derive_seed(self.seed, place) % (2**31), constant_liar=True,
                     n_startup_trials=self.n_startup_trials,
                 )
         return self._tpe
@@ -175,20 +183,23 @@ class TrialSeededTPE(optuna.samplers.BaseSampler):
     def infer_relative_search_space(
         self, study: optuna.Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:
-        return self._for(trial).infer_relative_search_space(self._seen(study, trial), trial)
+        return self._for(study, trial).infer_relative_search_space(self._seen(study, trial),
+                                                                   trial)
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        return self._for(trial).sample_relative(self._seen(study, trial), trial, search_space)
+        return self._for(study, trial).sample_relative(self._seen(study, trial), trial,
+                                                       search_space)
 
     def sample_independent(
         self, study: optuna.Study, trial: FrozenTrial, name: str, dist: BaseDistribution
     ) -> Any:
-        return self._for(trial).sample_independent(self._seen(study, trial), trial, name, dist)
+        return self._for(study, trial).sample_independent(self._seen(study, trial), trial,
+                                                          name, dist)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self._for(trial).before_trial(study, trial)
+        self._for(study, trial).before_trial(study, trial)
 
     def after_trial(
         self,
@@ -197,14 +208,20 @@ class TrialSeededTPE(optuna.samplers.BaseSampler):
         state: TrialState,
         values: Sequence[float] | None,
     ) -> None:
-        self._for(trial).after_trial(study, trial, state, values)
+        # TPE's after_trial only passes the trial to its random sampler (no draw): a
+        # trial told after others were asked needs no second read to find its place
+        tpe = self._tpe if self._number == trial.number and self._tpe is not None \
+            else optuna.samplers.TPESampler(n_startup_trials=self.n_startup_trials)
+        tpe.after_trial(study, trial, state, values)
 
 
 class _TrialView:
     """A study whose trial lists are read once while one trial draws its parameters.
 
     TPE reads every trial from the storage for each parameter it draws (twice once past
-    the start-up draws: ~4 ms a read with SQLite, ~300 reads in a default run). A trial's
+    the start-up draws: ~4 ms a read with SQLite, ~300 reads in a default run); the view
+    reads them all once (every state, fresh) and filters that list, which also gives the
+    trial's place (TrialSeededTPE). A trial's
     draws happen before it or any trial asked with it runs, so within them the lists
     cannot change in this process: the draws are the ones fresh reads give. (A trial
     that another worker finishes meanwhile is seen from the next trial on.) Everything
@@ -212,15 +229,13 @@ class _TrialView:
 
     def __init__(self, study: optuna.Study) -> None:
         self.study = study
-        self._reads: dict[tuple, list[FrozenTrial]] = {}
+        self._all: list[FrozenTrial] | None = None
 
     def _get_trials(self, deepcopy: bool = True, states: Sequence[TrialState] | None = None,
                     use_cache: bool = False) -> list[FrozenTrial]:
-        key = (None if states is None else tuple(states), use_cache)
-        if key not in self._reads:
-            self._reads[key] = self.study._get_trials(deepcopy=False, states=states,
-                                                      use_cache=use_cache)
-        trials = self._reads[key]
+        if self._all is None:  # one fresh read of every state; a filter is a list filter
+            self._all = self.study._get_trials(deepcopy=False, states=None, use_cache=False)
+        trials = self._all if states is None else [t for t in self._all if t.state in states]
         return copy.deepcopy(trials) if deepcopy else list(trials)
 
     def get_trials(self, deepcopy: bool = True,

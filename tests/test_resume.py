@@ -28,6 +28,12 @@ def run_args(runs: Path, plugins: Path) -> list[str]:
             "--no-progress", "--runs-dir", str(runs), "--plugins", str(plugins), *TINY]
 
 
+def whole_run(tmp_path: Path, plugins: Path, runs: str = "runs") -> subprocess.CompletedProcess:
+    """The same command, left to finish (a resume when `runs` holds an earlier run)."""
+    return subprocess.run(bench_cmd(*run_args(tmp_path / runs, plugins)), cwd=tmp_path,
+                          capture_output=True, text=True, env=quiet_env(), timeout=600)
+
+
 def interrupted_run(tmp_path: Path, plugins: Path, sig: signal.Signals, block_at: int) -> Path:
     """Start `bench run`, signal it while its fit number `block_at` runs; its run dir."""
     gate = tmp_path / f"gate-{sig.name}"
@@ -92,8 +98,7 @@ def test_sigint_then_sigkill_mid_trial_then_resume(tmp_path, tmp_path_factory):
     assert {n: second[n] for n in first} == first
 
     # 3. the same command once more finishes everything
-    r = subprocess.run(bench_cmd(*run_args(tmp_path / "runs", plugins)), cwd=tmp_path,
-                       capture_output=True, text=True, env=quiet_env(), timeout=600)
+    r = whole_run(tmp_path, plugins)
     assert r.returncode == 0, r.stderr
     # resume says what it recovered: 3 finished trials kept (0, 1, 3), the SIGKILLed one
     # failed, its MLflow run marked KILLED
@@ -137,8 +142,7 @@ def test_sigterm_ends_a_run_like_ctrl_c(tmp_path, tmp_path_factory):
     trials, nested, parent = state(run_dir)
     assert [t.state for t in trials] == [C, F] and trials[1].user_attrs[INTERRUPTED] is True
     assert parent.info.status == "KILLED" and nested["fasta/trial-1"].info.status == "KILLED"
-    r = subprocess.run(bench_cmd(*run_args(tmp_path / "runs", plugins)), cwd=tmp_path,
-                       capture_output=True, text=True, env=quiet_env(), timeout=600)
+    r = whole_run(tmp_path, plugins)
     assert r.returncode == 0, r.stderr
     trials, _, parent = state(run_dir)
     assert parent.info.status == "FINISHED" and sum(counts(t) for t in trials) == BUDGET
@@ -152,12 +156,10 @@ def test_an_interrupted_and_resumed_run_gives_the_uninterrupted_numbers(tmp_path
     import polars as pl
 
     plugins = plugin_dir(tmp_path_factory)
-    clean = subprocess.run(bench_cmd(*run_args(tmp_path / "clean", plugins)), cwd=tmp_path,
-                           capture_output=True, text=True, env=quiet_env(), timeout=600)
+    clean = whole_run(tmp_path, plugins, "clean")
     assert clean.returncode == 0, clean.stderr
     run_dir = interrupted_run(tmp_path, plugins, signal.SIGINT, block_at=2)
-    again = subprocess.run(bench_cmd(*run_args(tmp_path / "runs", plugins)), cwd=tmp_path,
-                           capture_output=True, text=True, env=quiet_env(), timeout=600)
+    again = whole_run(tmp_path, plugins)
     assert again.returncode == 0, again.stderr
     assert "2 finished trial(s)" in again.stderr  # fasta's trials 0 and 1 kept
 

@@ -53,24 +53,25 @@ def one_blas_thread() -> Iterator[None]:
 COLUMN_REDUCE_CLASSES = 8
 
 
-def row_max(a: np.ndarray) -> np.ndarray:
-    """a.max(1), faster for a few columns."""
+def _row_reduce(a: np.ndarray, op: np.ufunc) -> np.ndarray:
+    """op.reduce(a, axis=1), column by column for a few columns (the same operations in
+    the same order). One column keeps NumPy's reduction: its sum of −0 is +0."""
     if not 2 <= a.shape[1] < COLUMN_REDUCE_CLASSES:
-        return a.max(1)
+        return op.reduce(a, axis=1)
     out = a[:, 0].copy()
     for c in range(1, a.shape[1]):
-        np.maximum(out, a[:, c], out=out)
+        op(out, a[:, c], out=out)
     return out
+
+
+def row_max(a: np.ndarray) -> np.ndarray:
+    """a.max(1), faster for a few columns."""
+    return _row_reduce(a, np.maximum)
 
 
 def row_sum(a: np.ndarray) -> np.ndarray:
-    """a.sum(1), faster for a few columns (the same additions in the same order)."""
-    if not 2 <= a.shape[1] < COLUMN_REDUCE_CLASSES:  # one column: NumPy's sum of -0 is +0
-        return a.sum(1)
-    out = a[:, 0].copy()
-    for c in range(1, a.shape[1]):
-        out += a[:, c]
-    return out
+    """a.sum(1), faster for a few columns."""
+    return _row_reduce(a, np.add)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

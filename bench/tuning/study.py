@@ -162,16 +162,15 @@ class TrialSeededTPE(optuna.samplers.BaseSampler):
     def _seen(self, study: optuna.Study, trial: FrozenTrial) -> Any:
         """The study as this trial's draws see it (one read of the trials per trial)."""
         self._for(study, trial)
-        assert self._view is not None
         return self._view
 
     def _for(self, study: optuna.Study, trial: FrozenTrial) -> optuna.samplers.TPESampler:
+        """This trial's TPE, seeded by its place."""
         if self._tpe is None or self._number != trial.number or self._view is None \
                 or self._view.study is not study:
             self._number = trial.number
             self._view = _TrialView(study)
-            place = sum(t.number < trial.number and _live(t)
-                        for t in self._view.get_trials(deepcopy=False))
+            place = len(_ahead(self._view.get_trials(deepcopy=False), trial.number))
             with warnings.catch_warnings():  # constant_liar is marked experimental
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self._tpe = optuna.samplers.TPESampler(
@@ -365,11 +364,15 @@ def _live(t: FrozenTrial) -> bool:
     return counts(t) or t.state in (TrialState.RUNNING, TrialState.WAITING)
 
 
+def _ahead(trials: Sequence[FrozenTrial], number: int) -> list[FrozenTrial]:
+    """The counting, running or queued trials before trial `number`: its place."""
+    return [t for t in trials if t.number < number and _live(t)]
+
+
 def _admitted(study: optuna.Study, trial: optuna.trial.Trial, budget: int) -> bool:
     """Whether fewer than `budget` counting, running or queued trials precede this one.
     While the defaults trial is not among them, one slot stays reserved for it."""
-    trials = study.get_trials(deepcopy=False)
-    ahead = [t for t in trials if t.number < trial.number and _live(t)]
+    ahead = _ahead(study.get_trials(deepcopy=False), trial.number)
     reserve = 0
     if DEFAULTS in study.user_attrs and not is_defaults(trial):
         reserve = 0 if any(is_defaults(t) for t in ahead) else 1
